@@ -1,0 +1,122 @@
+"""`bigeye-orchestrator run | check | healthcheck` — a thin shell over functions tests call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import urllib.request
+from collections.abc import Mapping, Sequence
+
+from activities.docker_api import connect as connect_docker
+from activities.docker_api import describe
+from orchestrator.connection import connect, tls_config
+from orchestrator.health import split_addr
+from orchestrator.logs import configure_logging
+from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.version import VERSION
+
+CHECK_TIMEOUT_SECONDS = 10.0
+
+
+async def check(env: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem that would stop the daemon, one line each; empty means ready to run."""
+    try:
+        settings, host = load_settings(env)
+    except SettingsError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    if not host.agents:
+        problems.append(
+            f"{settings.config_path}: agents: no agent is installed: add one with "
+            "bigeye-agent register --agent TYPE=IMAGE"
+        )
+    try:
+        tls_config(settings)
+    except SettingsError as exc:
+        problems.append(str(exc))
+        return problems
+    problems += await _reach_temporal(settings)
+    problems += await _reach_docker(settings)
+    return problems
+
+
+async def _reach_temporal(settings: Settings) -> list[str]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            await connect(settings)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else "timed out"
+        return [
+            f"cannot reach Temporal at {settings.temporal_address}: {detail}: check "
+            "BIGEYE_TEMPORAL_ADDRESS, the network and the TLS files"
+        ]
+    return []
+
+
+async def _reach_docker(settings: Settings) -> list[str]:
+    docker = connect_docker(settings.docker_host)
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            await docker.version()
+    except Exception as exc:  # every failure to reach the engine is reported the same way
+        return [describe(exc)]
+    finally:
+        await docker.close()
+    return []
+
+
+def healthcheck(env: Mapping[str, str] | None = None) -> int:
+    import os
+
+    env = os.environ if env is None else env
+    host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=5) as response:
+            return 0 if response.status == 200 else 1
+    except OSError as exc:
+        print(f"orchestrator not ready: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bigeye-orchestrator",
+        description="Runs Bigeye batch agent jobs on this host, dispatched over Temporal.",
+    )
+    parser.add_argument("--version", action="version", version=VERSION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon (the image's entrypoint)")
+    sub.add_parser("check", help="validate settings and certificates, reach Temporal and Docker")
+    sub.add_parser("healthcheck", help="exit 0 when the daemon is ready (Docker HEALTHCHECK)")
+    args = parser.parse_args(argv)
+
+    if args.command == "healthcheck":
+        return healthcheck()
+    if args.command == "check":
+        problems = asyncio.run(check())
+        for line in problems:
+            print(line, file=sys.stderr)
+        if not problems:
+            print("ok: settings valid, Temporal and Docker reachable")
+        return 1 if problems else 0
+
+    try:
+        settings, _ = load_settings()
+    except SettingsError as exc:
+        print(f"bigeye-orchestrator: {exc}", file=sys.stderr)
+        return 1
+    configure_logging(settings.log_format, host_id=settings.host_id)
+    from orchestrator.worker import run_daemon  # imports the workflow; only the daemon needs it
+
+    try:
+        return asyncio.run(run_daemon(settings))
+    except SettingsError as exc:
+        print(f"bigeye-orchestrator: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

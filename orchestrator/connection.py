@@ -1,0 +1,59 @@
+"""The Temporal connection: outbound only, mTLS when configured, core logs forwarded."""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.service import TLSConfig
+
+from orchestrator.settings import Settings, SettingsError
+
+
+def make_runtime() -> Runtime:
+    """A runtime whose core (Rust) logs go to stdlib logging, rendered by structlog."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            )
+        )
+    )
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    if settings.tls is None:
+        return False
+    files = settings.tls
+    try:
+        return TLSConfig(
+            client_cert=files.cert.read_bytes(),
+            client_private_key=files.key.read_bytes(),
+            server_root_ca_cert=files.ca.read_bytes(),
+            domain=files.server_name,
+        )
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot read TLS file {exc.filename}: {exc.strerror}: check the BIGEYE_TLS_* paths "
+            "and that the orchestrator's user can read them"
+        ) from None
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.namespace,
+        tls=tls_config(settings),
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+        identity=f"bigeye-orchestrator@{settings.host_id}",
+    )

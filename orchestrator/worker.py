@@ -1,0 +1,188 @@
+"""Worker assembly and the daemon's life: connect, reconcile, poll, shut down on SIGTERM.
+
+Three workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries the
+workflows and the short control activities; its siblings `.launch` and `.watch` carry the job
+activities, so control work always has room. The number of job containers that exist at once
+is bounded by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import timedelta
+
+import aiodocker
+import structlog
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities import containers
+from activities.docker_api import connect as connect_docker
+from activities.docker_api import describe
+from activities.runs import JobActivities
+from activities.slots import SlotGate
+from orchestrator.connection import connect, make_runtime
+from orchestrator.contract import (
+    LABEL_RUN_ID,
+    LABEL_WORKFLOW_ID,
+    launch_queue,
+    task_queue,
+    watch_queue,
+)
+from orchestrator.health import HealthState, serve_health
+from orchestrator.settings import Settings
+from orchestrator.version import VERSION
+from workflows.agent_job import AgentJobRun
+
+log = structlog.get_logger("bigeye.orchestrator")
+
+SHUTDOWN_GRACE = timedelta(seconds=3)
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+CONTROL_ACTIVITY_SLOTS = 64
+
+
+def build_workers(client: Client, settings: Settings, acts: JobActivities) -> list[Worker]:
+    common = {
+        "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+        "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
+        "graceful_shutdown_timeout": SHUTDOWN_GRACE,
+    }
+    slots = settings.max_concurrent_jobs
+    return [
+        Worker(
+            client,
+            task_queue=task_queue(settings.host_id),
+            workflows=[AgentJobRun],
+            activities=[acts.resolve_job, acts.stop_container],
+            max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
+            **common,  # type: ignore[arg-type]
+        ),
+        Worker(
+            client,
+            task_queue=launch_queue(task_queue(settings.host_id)),
+            activities=[acts.ensure_image, acts.launch_container],
+            max_concurrent_activities=slots + 4,
+            **common,  # type: ignore[arg-type]
+        ),
+        Worker(
+            client,
+            task_queue=watch_queue(task_queue(settings.host_id)),
+            activities=[acts.watch_container],
+            max_concurrent_activities=max(2 * slots, 16),
+            **common,  # type: ignore[arg-type]
+        ),
+    ]
+
+
+async def reconcile(client: Client, docker: aiodocker.Docker, host_id: str) -> None:
+    """Before polling: leave open runs' containers to their activities, report the rest."""
+    for item in await containers.list_managed(docker, host_id):
+        labels = item.get("Labels") or {}
+        workflow_id = labels.get(LABEL_WORKFLOW_ID, "")
+        open_run = False
+        with contextlib.suppress(RPCError):
+            description = await client.get_workflow_handle(workflow_id).describe()
+            open_run = description.status is not None and description.status.name == "RUNNING"
+        name = (item.get("Names") or ["?"])[0].lstrip("/")
+        if open_run:
+            log.info(
+                "job container of an open run: its activity will adopt it",
+                container=name,
+                state=item.get("State"),
+                run_id=labels.get(LABEL_RUN_ID),
+            )
+        else:
+            log.warning(
+                "job container of a closed run: left for sweeping",
+                container=name,
+                state=item.get("State"),
+                run_id=labels.get(LABEL_RUN_ID),
+            )
+
+
+async def run_daemon(settings: Settings) -> int:
+    """The daemon's start-up order: settings (done) → Temporal → Docker → reconcile → poll."""
+    health = HealthState()
+    health_server = await serve_health(settings.health_addr, health)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    log.info("starting", version=VERSION, temporal=settings.temporal_address)
+    client = await _until_connected(settings, stop)
+    if client is None:
+        await health_server.cleanup()
+        return 0
+    docker = connect_docker(settings.docker_host)
+    try:
+        version = await _until_docker(docker, stop)
+        if version is None:
+            return 0
+        health.docker_version = version
+        await reconcile(client, docker, settings.host_id)
+        gate = SlotGate(settings.max_concurrent_jobs)
+        acts = JobActivities(settings, docker, gate)
+        workers = build_workers(client, settings, acts)
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        health.polling = True
+        log.info(
+            "polling",
+            task_queue=task_queue(settings.host_id),
+            slots=settings.max_concurrent_jobs,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        health.polling = False
+        failed = [t for t in done if t is not stopped and t.exception() is not None]
+        for task in failed:
+            log.error("worker stopped", error=str(task.exception()))
+        # SIGTERM: stop polling, leave job containers running; a restart re-adopts them.
+        log.info("shutting down: job containers keep running and will be re-adopted")
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        stopped.cancel()
+        return 1 if failed else 0
+    finally:
+        await docker.close()
+        await health_server.cleanup()
+
+
+async def _until_connected(settings: Settings, stop: asyncio.Event) -> Client | None:
+    runtime = make_runtime()
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            client = await connect(settings, runtime)
+            log.info("connected to Temporal", namespace=settings.namespace)
+            return client
+        except RuntimeError as exc:
+            log.error(
+                "cannot connect to Temporal; retrying",
+                address=settings.temporal_address,
+                error=str(exc).splitlines()[0][:300],
+                retry_in_seconds=delay,
+            )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        delay = min(delay * 2, 30.0)
+    return None
+
+
+async def _until_docker(docker: aiodocker.Docker, stop: asyncio.Event) -> str | None:
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            info = await docker.version()
+            log.info("connected to Docker", version=info.get("Version"))
+            return str(info.get("Version"))
+        except Exception as exc:  # any failure to reach the engine is retried the same way
+            log.error("cannot reach Docker; retrying", error=describe(exc), retry_in_seconds=delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        delay = min(delay * 2, 30.0)
+    return None
