@@ -141,7 +141,8 @@ def _host_config_violations(hc: Mapping[str, Any], host_dir: str) -> list[str]:
     memory: Any = hc.get("Memory")
     if "Memory" in hc and (not _is_int(memory) or memory <= 0):
         problems.append("HostConfig.Memory must be a positive integer")
-    if "MemorySwap" in hc and hc["MemorySwap"] != memory:
+    swap: Any = hc.get("MemorySwap")
+    if "MemorySwap" in hc and (not _is_int(swap) or swap != memory):
         problems.append("HostConfig.MemorySwap must equal Memory")
     if "NanoCpus" in hc and (not _is_int(hc["NanoCpus"]) or hc["NanoCpus"] <= 0):
         problems.append("HostConfig.NanoCpus must be a positive integer")

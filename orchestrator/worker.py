@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 from activities import containers
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
+from activities.hoststatus import HostActivities
 from activities.runs import JobActivities
 from activities.slots import SlotGate
 from orchestrator.connection import connect, make_runtime
@@ -33,9 +34,11 @@ from orchestrator.contract import (
     watch_queue,
 )
 from orchestrator.health import HealthState, serve_health
+from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
 from workflows.agent_job import AgentJobRun
+from workflows.host_ping import HostPing
 
 log = structlog.get_logger("bigeye.orchestrator")
 
@@ -44,7 +47,9 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 CONTROL_ACTIVITY_SLOTS = 64
 
 
-def build_workers(client: Client, settings: Settings, acts: JobActivities) -> list[Worker]:
+def build_workers(
+    client: Client, settings: Settings, acts: JobActivities, host: HostActivities
+) -> list[Worker]:
     common = {
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
@@ -55,8 +60,8 @@ def build_workers(client: Client, settings: Settings, acts: JobActivities) -> li
         Worker(
             client,
             task_queue=task_queue(settings.host_id),
-            workflows=[AgentJobRun],
-            activities=[acts.resolve_job, acts.stop_container],
+            workflows=[AgentJobRun, HostPing],
+            activities=[acts.resolve_job, acts.stop_container, host.host_status],
             max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
             **common,  # type: ignore[arg-type]
         ),
@@ -126,9 +131,13 @@ async def run_daemon(settings: Settings) -> int:
         await reconcile(client, docker, settings.host_id)
         gate = SlotGate(settings.max_concurrent_jobs)
         acts = JobActivities(settings, docker, gate)
-        workers = build_workers(client, settings, acts)
+        host = HostActivities(settings, docker, gate, lambda: health.polling)
+        workers = build_workers(client, settings, acts, host)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         health.polling = True
+        beating = asyncio.create_task(
+            heartbeat_loop(client, host, settings.heartbeat_seconds, stop)
+        )
         log.info(
             "polling",
             task_queue=task_queue(settings.host_id),
@@ -142,7 +151,9 @@ async def run_daemon(settings: Settings) -> int:
             log.error("worker stopped", error=str(task.exception()))
         # SIGTERM: stop polling, leave job containers running; a restart re-adopts them.
         log.info("shutting down: job containers keep running and will be re-adopted")
+        stop.set()
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        await asyncio.gather(beating, return_exceptions=True)
         stopped.cancel()
         return 1 if failed else 0
     finally:
