@@ -1,0 +1,200 @@
+"""The compose stack as customers run it: orchestrator in its container, Docker only through
+the body-checking socket proxy, on networks that keep job containers away from the proxy."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import DEMO_IMAGE, OPERATOR_UID, Cloud, run, wait_for
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = (
+    f"lineage_plus={DEMO_IMAGE}",
+    f"datahealth={DEMO_IMAGE}",
+    f"external_monitors={DEMO_IMAGE}",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One registered host shared by the tests of this module (bringing a stack up is slow)."""
+    from tests.e2e.conftest import HostDir
+
+    path = tmp_path_factory.mktemp("stack-host")
+    import os
+    import uuid
+
+    os.chown(path, OPERATOR_UID, OPERATOR_UID)
+    host = HostDir(
+        f"e2e-stack-{uuid.uuid4().hex[:6]}",
+        path,
+        f"bigeye-{uuid.uuid4().hex[:8]}",
+        cloud.endpoints["api_url"],
+        cloud.key("admin"),
+    )
+    done = host.register(*AGENTS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wait_for(host.healthy, 120, "the stack to be healthy")
+    # A slow agent for the restart test: the orchestrator re-reads the agent set for every job.
+    config_path = host.path / "bigeye_agent.yml"
+    config = yaml.safe_load(config_path.read_text())
+    config["agents"]["external_monitors"]["env"] = {"DEMO_SLEEP_SECONDS": "10"}
+    config_path.write_text(yaml.safe_dump(config))
+    yield host
+    host.compose("down", "--remove-orphans", "-t", "5")
+    leftovers = host.job_containers()
+    if leftovers:
+        run(["docker", "rm", "-f", *leftovers])
+
+
+def in_orchestrator(host: Any, script: str) -> Any:
+    """Runs Python inside the orchestrator container: the only place the proxy is reachable."""
+    cid = host.container_id("bigeye-agent-orchestrator")
+    done = run(["docker", "exec", "-i", cid, "python3", "-"], input=textwrap.dedent(script))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_stack_services_are_hardened(stack: Any) -> None:
+    orch = json.loads(
+        run(["docker", "inspect", stack.container_id("bigeye-agent-orchestrator")]).stdout
+    )[0]
+    proxy = json.loads(
+        run(["docker", "inspect", stack.container_id("docker-socket-proxy")]).stdout
+    )[0]
+    assert orch["Config"]["User"] == f"{OPERATOR_UID}:{OPERATOR_UID}"
+    assert orch["HostConfig"]["ReadonlyRootfs"] is True
+    assert orch["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in orch["HostConfig"]["SecurityOpt"]
+    assert orch["Config"]["Env"].count("DOCKER_HOST=tcp://docker-socket-proxy:2375") == 1
+    assert not any(m["Destination"] == "/var/run/docker.sock" for m in orch["Mounts"])
+    assert [m["Source"] for m in proxy["Mounts"]] == ["/var/run/docker.sock"]
+    assert proxy["Mounts"][0]["RW"] is False
+    assert set(proxy["NetworkSettings"]["Networks"]) == {f"{stack.project}_orchestrator-internal"}
+    # and from the inside: not root, and the root filesystem refuses writes
+    cid = stack.container_id("bigeye-agent-orchestrator")
+    assert run(["docker", "exec", cid, "id", "-u"]).stdout.strip() == str(OPERATOR_UID)
+    assert run(["docker", "exec", cid, "touch", "/opt/bigeye/x"]).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("agent", "params", "argv"),
+    [
+        ("lineage_plus", ["connectors=snowflake"], "lineage run -c snowflake"),
+        ("datahealth", ["file_name=health.yml"], "datahealth run --file-name health.yml"),
+        ("external_monitors", ["connector=dbt"], "external-monitors run -c dbt"),
+    ],
+)
+def test_each_agent_type_runs_through_the_stack(
+    stack: Any, cloud: Cloud, agent: str, params: list[str], argv: str
+) -> None:
+    code, body, err = cloud.run_job(stack.host_id, agent, *params)
+    assert code == 0, err
+    assert body is not None and body["status"] == "succeeded", body
+    assert f"demo-agent argv: {argv}" in body["result"]["log_tail"]
+    assert stack.job_containers() == []
+
+
+def test_the_proxy_denies_what_the_orchestrator_never_needs(stack: Any) -> None:
+    statuses = in_orchestrator(
+        stack,
+        """
+        import json, http.client
+        def call(method, path, body=None):
+            conn = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=10)
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            data = None if body is None else json.dumps(body)
+            conn.request(method, path, body=data, headers=headers)
+            return conn.getresponse().status
+        print(json.dumps({
+            "ping": call("GET", "/_ping"),
+            "exec": call("POST", "/containers/docker-socket-proxy/exec", {"Cmd": ["sh"]}),
+            "build": call("POST", "/build"),
+            "import": call("POST", "/images/create?fromSrc=-&repo=evil"),
+            "volume": call("POST", "/volumes/create", {"Name": "evil"}),
+            "prune": call("POST", "/containers/prune"),
+            "privileged": call("POST", "/containers/create?name=evil", {
+                "Image": "bigeye-demo-agent:dev", "HostConfig": {"Privileged": True}}),
+            "inspect_proxy": call("GET", "/containers/docker-socket-proxy/json"),
+        }))
+        """,
+    )
+    assert statuses.pop("ping") == 200
+    assert statuses == {k: 403 for k in statuses}, statuses
+
+
+def test_job_containers_cannot_reach_the_proxy_and_the_proxy_has_no_route_out(stack: Any) -> None:
+    proxy_id = stack.container_id("docker-socket-proxy")
+    proxy = json.loads(run(["docker", "inspect", proxy_id]).stdout)[0]
+    proxy_ip = proxy["NetworkSettings"]["Networks"][f"{stack.project}_orchestrator-internal"][
+        "IPAddress"
+    ]
+    probe = textwrap.dedent(
+        f"""
+        import json, socket
+        out = {{}}
+        try:
+            socket.getaddrinfo("docker-socket-proxy", 2375)
+            out["resolves"] = True
+        except OSError:
+            out["resolves"] = False
+        try:
+            socket.create_connection(("{proxy_ip}", 2375), timeout=3).close()
+            out["connects"] = True
+        except OSError:
+            out["connects"] = False
+        print(json.dumps(out))
+        """
+    )
+    done = run([
+        "docker", "run", "--rm", "--network", "bigeye-jobs", "--entrypoint", "python3",
+        DEMO_IMAGE, "-c", probe,
+    ])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"resolves": False, "connects": False}
+    routes = run(["docker", "exec", proxy_id, "cat", "/proc/net/route"]).stdout.splitlines()[1:]
+    assert routes, "the proxy has its internal route"
+    assert not [r for r in routes if r.split()[1] == "00000000"], (
+        f"a default route exists: {routes}"
+    )
+
+
+def test_orchestrator_restart_mid_job_keeps_the_job(stack: Any, cloud: Cloud) -> None:
+    since = time.time() - 1
+    code, body, err = cloud.run_job(
+        stack.host_id, "external_monitors", "connector=slow", wait=False
+    )
+    assert code == 0, err
+    run_id = body["run_id"] if body else ""
+    wait_for(lambda: stack.job_containers(), 60, "the job container")
+    assert stack.compose("restart", "bigeye-agent-orchestrator").returncode == 0
+    wait_for(stack.healthy, 120, "the orchestrator to be healthy again")
+    done = cloud.cli("runs", "--json")
+    finished = wait_for(
+        lambda: next(
+            (
+                r
+                for r in json.loads(cloud.cli("runs", "--json").stdout)
+                if r["run_id"] == run_id and r["status"] not in ("queued", "running")
+            ),
+            None,
+        ),
+        120,
+        "the run to finish",
+    )
+    assert done.returncode == 0
+    assert finished["status"] == "succeeded", finished
+    events = run([
+        "docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+        "--filter", "event=create", "--filter", f"label=com.bigeye.orchestrator.run-id={run_id}",
+        "--format", "{{.ID}}",
+    ]).stdout.split()  # fmt: skip
+    assert len(events) == 1, events
+    assert stack.job_containers() == []
