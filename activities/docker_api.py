@@ -29,9 +29,13 @@ def is_conflict(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """One line for a failed Docker call, with the fix when we know it."""
-    if isinstance(exc, aiodocker.DockerError):
+    unreachable = isinstance(exc, aiohttp.ClientConnectionError | OSError) or (
+        # aiodocker reports a connection it could not make as status 900
+        isinstance(exc, aiodocker.DockerError) and exc.status == 900
+    )
+    if isinstance(exc, aiodocker.DockerError) and not unreachable:
         return f"Docker engine answered {exc.status}: {exc.message}"
-    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+    if unreachable:
         where = docker_url() or "the local socket /var/run/docker.sock"
         return f"cannot reach the Docker engine at {where} ({exc}): start Docker or fix DOCKER_HOST"
     return f"{type(exc).__name__}: {exc}"

@@ -41,6 +41,14 @@ async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes
             yield _STREAMS.get(kind, "stdout"), payload
 
 
+def utf8_boundary(data: bytes | bytearray, limit: int) -> int:
+    """The largest cut at or below `limit` that does not split a UTF-8 character."""
+    cut = limit
+    while cut > 0 and cut > limit - 4 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 else limit
+
+
 def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
     """Docker prefixes each log entry with its timestamp and a space when asked."""
     head, sep, rest = payload.partition(b" ")
@@ -64,9 +72,9 @@ class LineAssembler:
         lines: list[LogLine] = []
         while True:
             cut = buf.find(b"\n")
-            if cut < 0:
+            if cut < 0 or cut > MAX_LINE_BYTES:
                 if len(buf) > MAX_LINE_BYTES:
-                    cut = MAX_LINE_BYTES
+                    cut = utf8_boundary(buf, MAX_LINE_BYTES)
                     lines.append(self._line(stream, bytes(buf[:cut])))
                     del buf[:cut]
                     self.pending_ts[stream] = timestamp

@@ -16,6 +16,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -52,12 +55,19 @@ class AgentConfig(_Model):
     image: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s]+$")]
     config_dir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
-    stop_grace_seconds: Annotated[int, Field(ge=0)] = 10
-    memory: str | int = "2g"
-    cpus: Annotated[float, Field(gt=0)] = 1.0
-    pids_limit: Annotated[int, Field(ge=16)] = 512
-    max_concurrent: Annotated[int, Field(ge=1)] = 1
+    timeout_seconds: Annotated[StrictInt, Field(ge=1)] | None = None
+    stop_grace_seconds: Annotated[StrictInt, Field(ge=0)] = 10
+    memory: StrictStr | StrictInt = "2g"
+    cpus: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 1.0
+    pids_limit: Annotated[StrictInt, Field(ge=16)] = 512
+    max_concurrent: Annotated[StrictInt, Field(ge=1)] = 1
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _size_type(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("must be a size like 512m or 2g")
+        return value
 
     @field_validator("memory")
     @classmethod
@@ -81,8 +91,12 @@ class AgentConfig(_Model):
         if value is None:
             return value
         path = PurePosixPath(value)
-        if path.is_absolute() or ".." in path.parts or not value.strip():
-            raise ValueError(f"{value!r} must be a path inside the host directory")
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"{value!r} must be a directory inside the host directory")
+        if path.parts == ("agent_config",):
+            raise ValueError(
+                "agent_config itself holds the host's mTLS keys: use agent_config/<agent>"
+            )
         return value
 
     @property
