@@ -14,7 +14,7 @@ PULL_TIMEOUT="${BIGEYE_PULL_TIMEOUT:-20}"
 IMAGES=(
   "bigeye-demo-agent deploy/demo-agent/Dockerfile deploy/demo-agent"
   "bigeyedata/agent-orchestrator Dockerfile ."
-  "bigeyedata/agent-docker-socket-proxy deploy/socket-proxy/Dockerfile deploy/socket-proxy"
+  "bigeyedata/agent-docker-socket-proxy deploy/socket-proxy/Dockerfile ."
 )
 
 die() { echo "build-images: $*" >&2; exit 1; }
@@ -43,6 +43,37 @@ choose_base() {
   echo "$LOCAL_BASE"
 }
 
+# Images built from the repository root install the project from wheels in .wheels/ (docker
+# builds here have no network): the project's own wheel and every runtime dependency, for the
+# images' Python and this engine's architecture, whatever Python the host runs.
+IMAGE_PYTHON="3.11"
+wheels_ready=""
+PIP_PYTHON=".venv/bin/python"
+[[ -x "$PIP_PYTHON" ]] || PIP_PYTHON="python3"
+quiet_pip() {  # pip's output only when it fails
+  local out status=0
+  out="$("$PIP_PYTHON" -m pip -q "$@" 2>&1)" || status=$?
+  (( status == 0 )) || grep -v "is ignored" <<<"$out" >&2
+  return "$status"
+}
+fill_wheels() {
+  [[ -z "$wheels_ready" ]] || return 0
+  local py="$PIP_PYTHON" arch platforms=() deps=() minor
+  arch="$(docker info -f '{{.Architecture}}')"
+  case "$arch" in amd64) arch=x86_64 ;; arm64) arch=aarch64 ;; esac
+  platforms=(--platform "manylinux2014_$arch")
+  for minor in $(seq 17 36); do platforms+=(--platform "manylinux_2_${minor}_$arch"); done
+  mapfile -t deps < <("$py" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))')
+  echo "build-images: filling .wheels/ (the project and its dependencies, Python $IMAGE_PYTHON, $arch)"
+  mkdir -p .wheels
+  rm -f .wheels/bigeye_agent_orchestrator-*.whl
+  quiet_pip wheel --no-deps --wheel-dir .wheels . || die "pip wheel of the project failed"
+  quiet_pip download --dest .wheels --only-binary=:all: --python-version "$IMAGE_PYTHON" \
+    --implementation cp "${platforms[@]}" "${deps[@]}" \
+    || die "pip download of the runtime dependencies failed (is PyPI reachable?)"
+  wheels_ready=1
+}
+
 wanted=("$@")
 for arg in "${wanted[@]}"; do
   printf '%s\n' "${IMAGES[@]}" | cut -d' ' -f1 | grep -qxF -- "$arg" || die "unknown image: $arg"
@@ -59,6 +90,7 @@ for line in "${IMAGES[@]}"; do
     continue
   fi
   base="$(choose_base "$dockerfile")"
+  [[ "$context" != "." ]] || fill_wheels
   echo "build-images: building $name:dev and $name:$version from $base"
   docker build --build-arg "BASE_IMAGE=$base" -f "$dockerfile" \
     -t "$name:dev" -t "$name:$version" "$context"
