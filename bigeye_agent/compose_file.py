@@ -27,7 +27,12 @@ ORCHESTRATOR_REPOSITORY = "docker.io/bigeyedata/agent-orchestrator"
 PROXY_REPOSITORY = "docker.io/bigeyedata/agent-docker-socket-proxy"
 DOCKER_SOCKET = "/var/run/docker.sock"
 # Compose files an operator may already run agent services from, in the host directory.
-EXISTING_COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
+EXISTING_COMPOSE_FILES = (
+    "docker-compose.yml",
+    "docker-compose.yaml",
+    "compose.yml",
+    "compose.yaml",
+)
 TLS_ENV = {
     "BIGEYE_TLS_CERT": "/etc/bigeye/agent_config/mtls.pem",
     "BIGEYE_TLS_KEY": "/etc/bigeye/agent_config/mtls.key",
