@@ -47,6 +47,8 @@ def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
 class Cloud:
     state_dir: Path
     proc: subprocess.Popen[bytes]
+    # the account's keys, once a host registered: later hosts copy them, as operators do
+    agent_config: Path | None = None
 
     @property
     def endpoints(self) -> dict[str, Any]:
@@ -104,27 +106,45 @@ def images() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def cloud(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    state_dir = tmp_path_factory.mktemp("cloud")
-    log = open(state_dir / "server.log", "wb")  # closed at teardown
+def start_cloud(state_dir: Path) -> Cloud:
+    log = open(state_dir / "server.log", "wb")
     proc = subprocess.Popen(
         [str(BIN / "bigeye-cloud-dev"), "server", "--state-dir", str(state_dir)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    cloud = Cloud(state_dir, proc)
-    wait_for(
-        lambda: (state_dir / "endpoints.json").exists() or proc.poll() is not None, 90, "devcloud"
-    )
-    assert proc.poll() is None, (state_dir / "server.log").read_text()[-2000:]
-    yield cloud
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
     log.close()
+    endpoints = state_dir / "endpoints.json"
+    wait_for(lambda: endpoints.exists() or proc.poll() is not None, 90, "devcloud")
+    assert proc.poll() is None, (state_dir / "server.log").read_text()[-2000:]
+    return Cloud(state_dir, proc)
+
+
+def stop_cloud(cloud: Cloud) -> None:
+    cloud.proc.send_signal(signal.SIGTERM)
+    try:
+        cloud.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        cloud.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def make_cloud(images: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    clouds: list[Cloud] = []
+
+    def factory() -> Cloud:
+        cloud = start_cloud(tmp_path_factory.mktemp("cloud"))
+        clouds.append(cloud)
+        return cloud
+
+    yield factory
+    for cloud in clouds:
+        stop_cloud(cloud)
+
+
+@pytest.fixture(scope="module")
+def cloud(make_cloud: Any) -> Cloud:
+    return make_cloud()  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -134,6 +154,7 @@ class HostDir:
     project: str
     api_url: str
     key: str
+    cloud: Cloud | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -154,7 +175,10 @@ class HostDir:
         argv = ["register", "--host-id", self.host_id]
         for agent in agents:
             argv += ["--agent", agent]
-        return self.agent_cli(*argv, **env)
+        done = self.agent_cli(*argv, **env)
+        if done.returncode == 0 and self.cloud is not None and self.cloud.agent_config is None:
+            self.cloud.agent_config = self.path / "agent_config"
+        return done
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run(
@@ -191,15 +215,30 @@ class HostDir:
 @pytest.fixture
 def make_host_dir(cloud: Cloud, tmp_path: Path) -> Iterator[Any]:
     made: list[HostDir] = []
-    key = cloud.key("admin")
+    keys: dict[int, str] = {}
 
-    def factory(host_id: str | None = None, *, owner: int = OPERATOR_UID) -> HostDir:
-        host_id = host_id or f"e2e-{uuid.uuid4().hex[:8]}"
-        path = tmp_path / f"{host_id}-{len(made)}"
+    def factory(
+        host_id: str | None = None,
+        *,
+        cloud: Cloud = cloud,
+        owner: int = OPERATOR_UID,
+        first_host_keys: bool = False,
+    ) -> HostDir:
+        host_id = host_id if host_id is not None else f"e2e-{uuid.uuid4().hex[:8]}"
+        path = tmp_path / f"host-{len(made)}"
         path.mkdir()
-        os.chown(path, owner, owner)
+        if first_host_keys and cloud.agent_config is not None:
+            shutil.copytree(cloud.agent_config, path / "agent_config")
+        run(["chown", "-R", f"{owner}:{owner}", str(path)])
+        if id(cloud) not in keys:
+            keys[id(cloud)] = cloud.key("admin")
         host = HostDir(
-            host_id, path, f"bigeye-{uuid.uuid4().hex[:8]}", cloud.endpoints["api_url"], key
+            host_id,
+            path,
+            f"bigeye-{uuid.uuid4().hex[:8]}",
+            cloud.endpoints["api_url"],
+            keys[id(cloud)],
+            cloud,
         )
         made.append(host)
         return host

@@ -4,6 +4,7 @@ the body-checking socket proxy, on networks that keep job containers away from t
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 import time
 from typing import Any
@@ -32,12 +33,16 @@ def stack(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> Any:
     import uuid
 
     os.chown(path, OPERATOR_UID, OPERATOR_UID)
+    if cloud.agent_config is not None:
+        shutil.copytree(cloud.agent_config, path / "agent_config")
+        run(["chown", "-R", f"{OPERATOR_UID}:{OPERATOR_UID}", str(path)])
     host = HostDir(
         f"e2e-stack-{uuid.uuid4().hex[:6]}",
         path,
         f"bigeye-{uuid.uuid4().hex[:8]}",
         cloud.endpoints["api_url"],
         cloud.key("admin"),
+        cloud,
     )
     done = host.register(*AGENTS)
     assert done.returncode == 0, done.stdout + done.stderr
