@@ -14,12 +14,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from devcloud import pki
 
 BIN = Path(sys.executable).parent
 DEMO_DIR = Path(".demo")
@@ -81,6 +84,58 @@ def write_host(directory: Path, temporal_address: str) -> Path:
     return path
 
 
+def register(state_dir: Path, api_url: str, host_dir: Path) -> dict[str, str]:
+    """What `bigeye-agent register` does for the cloud: account CA, client certificate, host.
+
+    Returns the orchestrator's TLS environment (files under the host's `agent_config/`).
+    """
+    admin = [str(BIN / "bigeye-cloud-dev"), "keys", "create", "--role", "admin"]
+    key = subprocess.run(
+        [*admin, "--state-dir", str(state_dir)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    account_ca = pki.new_ca("demo account CA")
+    client = pki.issue_leaf(account_ca, HOST_ID, server=False)
+    body = {
+        "host_id": HOST_ID,
+        "instance_id": str(uuid.uuid4()),
+        "managed_agents": [agent for agent, _ in JOBS],
+        "client_cert_pem": client.cert_pem,
+        "client_ca_pem": account_ca.cert_pem,
+    }
+    request = urllib.request.Request(
+        f"{api_url}/api/v1/agent-orchestrator/hosts",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"apikey {key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        registration = json.loads(response.read())
+    conf = host_dir / "agent_config"
+    conf.mkdir(parents=True, exist_ok=True)
+    files = {
+        "mtls.pem": client.cert_pem,
+        "mtls.key": client.key_pem,
+        "mtls_ca.pem": account_ca.cert_pem,
+        "mtls_ca.key": account_ca.key_pem,
+        "bigeye_workflows_ca.pem": registration["server_ca_pem"],
+    }
+    for name, text in files.items():
+        (conf / name).write_text(text)
+        (conf / name).chmod(0o600 if name.endswith(".key") else 0o644)
+    return {
+        "BIGEYE_TLS_CERT": str(conf / "mtls.pem"),
+        "BIGEYE_TLS_KEY": str(conf / "mtls.key"),
+        "BIGEYE_TLS_CA": str(conf / "bigeye_workflows_ca.pem"),
+        "BIGEYE_TLS_SERVER_NAME": registration["temporal"]["server_name"],
+    }
+
+
+def loopback_front(endpoints: dict[str, Any]) -> str:
+    """The mTLS front as this machine reaches it (the demo's orchestrator is not in a container)."""
+    port = endpoints["temporal_address"].rsplit(":", 1)[1]
+    return f"127.0.0.1:{port}"
+
+
 def ready(addr: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{addr}/readyz", timeout=2) as response:
@@ -113,16 +168,20 @@ def main() -> int:
     state_dir.mkdir(parents=True)
     env = dict(os.environ)
 
-    step("starting the local Bigeye cloud (Temporal dev server)")
+    step("starting the local Bigeye cloud (Temporal dev server, mTLS front, API)")
     server = [str(BIN / "bigeye-cloud-dev"), "server", "--state-dir", str(state_dir)]
     with background("bigeye-cloud-dev server", server, DEMO_DIR / "cloud.log", env):
         endpoints_file = state_dir / "endpoints.json"
         wait_until(endpoints_file.exists, 90, "the local cloud")
         endpoints = json.loads(endpoints_file.read_text())
-        print(f"    temporal at {endpoints['temporal_plain_address']}")
+        front = loopback_front(endpoints)
+        print(f"    API at {endpoints['api_url']}, Temporal (mTLS) at {front}")
+
+        step(f"registering host {HOST_ID} with its account CA and client certificate")
+        tls_env = register(state_dir, endpoints["api_url"], host_dir)
 
         step(f"writing host {HOST_ID}'s bigeye_agent.yml with the three batch agents")
-        config = write_host(host_dir, endpoints["temporal_plain_address"])
+        config = write_host(host_dir, front)
 
         step("starting the orchestrator against the local Docker engine")
         orch_env = {
@@ -130,6 +189,7 @@ def main() -> int:
             "BIGEYE_AGENT_CONFIG": str(config),
             "BIGEYE_HEALTH_ADDR": HEALTH_ADDR,
             "BIGEYE_LOG_FORMAT": "json",
+            **tls_env,
         }
         orchestrator = [str(BIN / "bigeye-orchestrator"), "run"]
         with background(

@@ -1,23 +1,29 @@
-"""Triggering and cancelling job runs the way Bigeye's backend does (design §3, §10).
+"""Starting, reading and cancelling job runs in Temporal the way Bigeye's backend does (§3, §10).
 
 The request goes out as plain JSON data and is not validated here beyond turning `k=v` strings
-into values: the workflow validates, so a test can send a bad request and see it rejected.
+into values: the workflow validates, so a test can send a bad request and see it rejected. The
+API (devcloud.api) checks host and agent first and keeps the run rows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import types
 import typing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import (
     ApplicationError,
@@ -26,14 +32,14 @@ from temporalio.exceptions import (
     TimeoutError,
     WorkflowAlreadyStartedError,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from devcloud import state
 from devcloud.errors import DevcloudError
 from orchestrator.contract import (
     AGENT_DEFAULT_TIMEOUT_SECONDS,
     JOB_WORKFLOW_TYPE,
     PARAMETER_MODELS,
+    STATUS_QUERY,
     job_workflow_id,
     task_queue,
 )
@@ -43,7 +49,6 @@ log = structlog.get_logger("devcloud.runs")
 QUEUE_WAIT_SECONDS = 3600
 TIMEOUT_MARGIN_SECONDS = 300
 REQUESTED_BY = "bigeye-cloud-dev"
-CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 # ---- building the request ------------------------------------------------------------------
@@ -138,26 +143,16 @@ def execution_timeout(
 
 # ---- talking to Temporal -------------------------------------------------------------------
 
-
-async def connect(state_dir: Path) -> Client:
-    """A client on the loopback (plaintext) frontend of the running local cloud."""
-    endpoints = state.require_endpoints(state_dir)
-    address = endpoints.temporal_plain_address
-    try:
-        return await asyncio.wait_for(
-            Client.connect(address, namespace=endpoints.namespace), CONNECT_TIMEOUT_SECONDS
-        )
-    except Exception as exc:
-        raise DevcloudError(
-            f"cannot reach Temporal at {address} ({exc}); is "
-            f"`bigeye-cloud-dev server --state-dir {state_dir}` running?"
-        ) from None
-
-
-@dataclass
-class RunOutcome:
-    run: dict[str, Any]  # {"job_id", "run_id", "host_id", "agent", "status", "result"[, "error"]}
-    rejected: bool = False
+STATUS_QUERY_TIMEOUT = timedelta(seconds=3)
+# A run's phase (query `status`) as the API shows it.
+PHASE_STATUS: dict[str, str] = {
+    "queued": "queued",
+    "pulling": "queued",
+    "starting": "queued",
+    "running": "running",
+    "stopping": "running",
+    "finished": "running",  # the result is on its way
+}
 
 
 class RunAlreadyActive(DevcloudError):
@@ -166,45 +161,62 @@ class RunAlreadyActive(DevcloudError):
         self.job_id = job_id
 
 
-def _finished(result: Any) -> tuple[str, dict[str, Any] | None]:
+class RunAlreadyFinished(DevcloudError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} has already finished")
+        self.run_id = run_id
+
+
+@dataclass(frozen=True)
+class RunState:
+    status: str
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    final: bool = False
+
+
+def is_rejected(run: dict[str, Any]) -> bool:
+    """Whether the workflow refused the run (invalid request, agent not installed, …)."""
+    error = run.get("error")
+    return isinstance(error, dict) and error.get("type") != "Terminated"
+
+
+def _finished(result: Any) -> RunState:
     if isinstance(result, dict):
-        return str(result.get("status", "failed")), result
-    return "failed", None
+        return RunState(str(result.get("status", "failed")), result, None, True)
+    return RunState("failed", None, {"type": "UnexpectedResult", "message": repr(result)}, True)
 
 
-def _from_failure(exc: WorkflowFailureError) -> tuple[str, dict[str, str] | None, bool]:
-    """(status, error, rejected) for a workflow that did not return a result."""
+def _from_failure(exc: WorkflowFailureError) -> RunState:
+    """The final state of a workflow that did not return a result."""
     cause = exc.cause
     if isinstance(cause, CancelledError):
-        return "canceled", None, False
+        return RunState("canceled", final=True)
     if isinstance(cause, TerminatedError):
-        return "failed", {"type": "Terminated", "message": cause.message or "terminated"}, False
+        error = {"type": "Terminated", "message": cause.message or "terminated"}
+        return RunState("failed", error=error, final=True)
     if isinstance(cause, TimeoutError):
-        return "timed_out", None, False
+        return RunState("timed_out", final=True)
     if isinstance(cause, ApplicationError):
-        return "failed", {"type": cause.type or "ApplicationError", "message": cause.message}, True
+        error = {"type": cause.type or "ApplicationError", "message": cause.message}
+        return RunState("failed", error=error, final=True)
     message = getattr(cause, "message", None) or str(cause or exc)
-    return "failed", {"type": type(cause or exc).__name__, "message": message}, True
+    return RunState("failed", error={"type": type(cause or exc).__name__, "message": message},
+                    final=True)  # fmt: skip
 
 
-async def trigger_run(
+async def start_run(
     client: Client,
-    state_dir: Path,
     *,
     host_id: str,
     agent: str,
+    job_id: str,
+    run_id: str,
     parameters: dict[str, Any],
-    job_id: str | None = None,
     timeout_seconds: int | None = None,
     queue_wait_seconds: int = QUEUE_WAIT_SECONDS,
-    wait: bool = False,
-) -> RunOutcome:
-    """Start `AgentJobRun` for the job on the host's task queue; with `wait`, until it ends.
-
-    Raises RunAlreadyActive when a run of the job is still open (id-conflict policy FAIL).
-    """
-    job_id = job_id or f"{host_id}-{agent}"
-    run_id = new_run_id()
+) -> WorkflowHandle[Any, Any]:
+    """Start `AgentJobRun` on the host's task queue; RunAlreadyActive when the job has one open."""
     request = build_request(
         job_id=job_id,
         run_id=run_id,
@@ -212,62 +224,74 @@ async def trigger_run(
         parameters=parameters,
         timeout_seconds=timeout_seconds,
     )
-    workflow_id = job_workflow_id(job_id)
     try:
-        handle = await client.start_workflow(
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
             JOB_WORKFLOW_TYPE,
             request,
-            id=workflow_id,
+            id=job_workflow_id(job_id),
             task_queue=task_queue(host_id),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             execution_timeout=execution_timeout(agent, timeout_seconds, queue_wait_seconds),
         )
     except WorkflowAlreadyStartedError:
         raise RunAlreadyActive(job_id) from None
-    record = state.RunRecord(
-        run_id=run_id,
-        job_id=job_id,
-        host_id=host_id,
-        agent=agent,
-        workflow_id=workflow_id,
-        temporal_run_id=handle.first_execution_run_id or handle.result_run_id,
-        namespace=client.namespace,
-        requested_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    )
-    state.save_run(state_dir, record)
     log.info("run_started", job_id=job_id, run_id=run_id, host_id=host_id, agent=agent)
+    return handle
 
-    run: dict[str, Any] = {
-        "job_id": job_id,
-        "run_id": run_id,
-        "host_id": host_id,
-        "agent": agent,
-        "status": "queued",
-        "result": None,
-    }
-    if not wait:
-        return RunOutcome(run)
 
-    rejected = False
+def handle_of(
+    client: Client, workflow_id: str, temporal_run_id: str | None
+) -> WorkflowHandle[Any, Any]:
+    return client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
+
+
+async def wait_for_outcome(handle: WorkflowHandle[Any, Any]) -> RunState:
+    """Until the run ends: its final state."""
     try:
-        run["status"], run["result"] = _finished(await handle.result())
+        return _finished(await handle.result())
     except WorkflowFailureError as exc:
-        run["status"], error, rejected = _from_failure(exc)
-        if error is not None:
-            run["error"] = error
-    state.save_run(state_dir, record.model_copy(update={"status": run["status"]}))
-    return RunOutcome(run, rejected=rejected)
+        return _from_failure(exc)
 
 
-async def cancel_run(client: Client, state_dir: Path, run_id: str) -> state.RunRecord:
-    """Request cancellation of a run this CLI started; the workflow stops its container."""
-    record = state.find_run(state_dir, run_id)
-    if record is None:
-        raise DevcloudError(f"unknown run {run_id} (not in {state_dir / state.RUNS_FILE})")
-    handle = client.get_workflow_handle(record.workflow_id, run_id=record.temporal_run_id)
+# Started, first workflow task scheduled, perhaps a cancel request: no worker has run it yet.
+UNTOUCHED_HISTORY_LENGTH = 3
+
+
+def _untouched(description: WorkflowExecutionDescription) -> bool:
+    return (
+        description.history_length <= UNTOUCHED_HISTORY_LENGTH
+        and not description.raw_description.pending_activities
+    )
+
+
+async def read_state(handle: WorkflowHandle[Any, Any]) -> RunState:
+    """The run's state now: from the `status` query while open, from the close otherwise."""
+    description = await handle.describe()
+    status = description.status
+    if status == WorkflowExecutionStatus.RUNNING:
+        if _untouched(description):
+            return RunState("queued")  # no worker has taken it: a query would only time out
+        try:
+            phase = await handle.query(STATUS_QUERY, rpc_timeout=STATUS_QUERY_TIMEOUT)
+        except (WorkflowQueryFailedError, RPCError):
+            return RunState("queued")  # no worker has picked it up (or answered) yet
+        name = phase.get("phase") if isinstance(phase, dict) else None
+        return RunState(PHASE_STATUS.get(str(name), "queued"))
+    if status == WorkflowExecutionStatus.CANCELED:
+        return RunState("canceled", final=True)
+    if status == WorkflowExecutionStatus.TIMED_OUT:
+        return RunState("timed_out", final=True)
+    if status == WorkflowExecutionStatus.TERMINATED:
+        return RunState("failed", error={"type": "Terminated", "message": "terminated"}, final=True)
+    return await wait_for_outcome(handle)  # completed or failed: the result or the failure
+
+
+async def request_cancel(handle: WorkflowHandle[Any, Any], run_id: str) -> None:
+    """Ask the workflow to cancel (it stops the container); RunAlreadyFinished when closed."""
     try:
         await handle.cancel()
     except RPCError as exc:
-        raise DevcloudError(f"cannot cancel run {run_id} (job {record.job_id}): {exc}") from None
-    log.info("run_cancel_requested", job_id=record.job_id, run_id=run_id)
-    return record
+        if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            raise RunAlreadyFinished(run_id) from None
+        raise
+    log.info("run_cancel_requested", workflow_id=handle.id, run_id=run_id)

@@ -3,7 +3,9 @@
 - `endpoints.json`: where the running local cloud answers; present only while it is ready.
 - `server.json`: what a restart reuses (ports) and cleans up (the Temporal child's pid).
 - `temporal.db`: the Temporal dev server's sqlite store, so runs survive a restart.
-- `runs.json`: the runs this CLI triggered (run id -> job, host, workflow), for `cancel`.
+- `cloud.db`: devcloud's own store (keys, account CA, hosts, heartbeats, jobs, runs; devcloud.db).
+- `devcloud_ca.pem`/`.key`, `front.pem`/`.key`: devcloud's CA and the mTLS front's certificate.
+- `service.key`: the internal admin API key the CLI uses (mode 0600).
 
 Every write is atomic (temp file + `os.replace`); read-modify-write cycles hold a lock file.
 """
@@ -26,7 +28,6 @@ from orchestrator.contract import DEFAULT_NAMESPACE
 DEFAULT_STATE_DIR = Path(".devcloud")
 ENDPOINTS_FILE = "endpoints.json"
 SERVER_FILE = "server.json"
-RUNS_FILE = "runs.json"
 TEMPORAL_DB_FILE = "temporal.db"
 SERVER_LOCK_FILE = "server.lock"
 
@@ -36,9 +37,12 @@ class Endpoints(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     api_url: str | None = None
-    temporal_address: str
-    temporal_plain_address: str
+    temporal_address: str  # the mTLS front as containers reach it
+    temporal_plain_address: str  # loopback only, no TLS
     namespace: str = DEFAULT_NAMESPACE
+    temporal_server_name: str | None = None  # the TLS server name of `temporal_address`
+    temporal_server_ca_file: str | None = None  # devcloud's CA (the front's issuer)
+    temporal_front_addresses: list[str] = []  # where the front listens (bridge gateway, loopback)
 
 
 class ServerState(BaseModel):
@@ -47,20 +51,8 @@ class ServerState(BaseModel):
     temporal_port: int | None = None
     temporal_ui_port: int | None = None
     temporal_pid: int | None = None
-
-
-class RunRecord(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    run_id: str
-    job_id: str
-    host_id: str
-    agent: str
-    workflow_id: str
-    temporal_run_id: str | None = None
-    namespace: str = DEFAULT_NAMESPACE
-    requested_at: str
-    status: str = "queued"
+    api_port: int | None = None
+    front_port: int | None = None
 
 
 # ---- plain JSON files ----------------------------------------------------------------------
@@ -161,33 +153,3 @@ def server_lock(state_dir: Path) -> Iterator[None]:
         raise DevcloudError(
             f"another bigeye-cloud-dev server is already running with state dir {state_dir}"
         ) from None
-
-
-# ---- runs.json -----------------------------------------------------------------------------
-
-
-def _runs_path(state_dir: Path) -> Path:
-    return state_dir / RUNS_FILE
-
-
-def load_runs(state_dir: Path) -> dict[str, RunRecord]:
-    raw = read_json(_runs_path(state_dir))
-    runs: dict[str, RunRecord] = {}
-    if isinstance(raw, dict):
-        for run_id, item in raw.items():
-            with contextlib.suppress(ValidationError):
-                runs[run_id] = RunRecord.model_validate(item)
-    return runs
-
-
-def save_run(state_dir: Path, record: RunRecord) -> None:
-    """Add or replace one run, keeping every other run another process may have added."""
-    with file_lock(state_dir / f".{RUNS_FILE}.lock"):
-        raw = read_json(_runs_path(state_dir))
-        runs = raw if isinstance(raw, dict) else {}
-        runs[record.run_id] = record.model_dump(mode="json")
-        write_json_atomic(_runs_path(state_dir), runs)
-
-
-def find_run(state_dir: Path, run_id: str) -> RunRecord | None:
-    return load_runs(state_dir).get(run_id)

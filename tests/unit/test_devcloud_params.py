@@ -158,6 +158,6 @@ def test_run_without_server_exits_1(tmp_path, capsys):
     assert "not running" in capsys.readouterr().err
 
 
-def test_cancel_of_unknown_run_exits_1(tmp_path, capsys):
+def test_cancel_without_server_exits_1(tmp_path, capsys):
     assert cli.main(["cancel", "--run", "r1", "--state-dir", str(tmp_path)]) == 1
-    assert "unknown run r1" in capsys.readouterr().err
+    assert "not running" in capsys.readouterr().err

@@ -36,30 +36,14 @@ def test_endpoints_round_trip_keeps_null_api_url(tmp_path):
         "temporal_address": "127.0.0.1:7233",
         "temporal_plain_address": "127.0.0.1:7233",
         "namespace": "default",
+        "temporal_server_name": None,
+        "temporal_server_ca_file": None,
+        "temporal_front_addresses": [],
     }
     assert state.require_endpoints(tmp_path) == endpoints
     state.remove_endpoints(tmp_path)
     with pytest.raises(DevcloudError, match="not running"):
         state.require_endpoints(tmp_path)
-
-
-def test_runs_record(tmp_path):
-    record = state.RunRecord(
-        run_id="r1",
-        job_id="j1",
-        host_id="h1",
-        agent="datahealth",
-        workflow_id="agent-job-j1",
-        temporal_run_id="abc",
-        requested_at="2025-01-01T00:00:00Z",
-    )
-    state.save_run(tmp_path, record)
-    state.save_run(tmp_path, record.model_copy(update={"run_id": "r2"}))
-    state.save_run(tmp_path, record.model_copy(update={"status": "canceled"}))
-    assert set(state.load_runs(tmp_path)) == {"r1", "r2"}
-    found = state.find_run(tmp_path, "r1")
-    assert found is not None and found.status == "canceled"
-    assert state.find_run(tmp_path, "nope") is None
 
 
 def test_server_lock_is_exclusive(tmp_path):
