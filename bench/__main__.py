@@ -101,7 +101,7 @@ async def measure(address: str, work: Path) -> list[tuple[str, float, float, str
     for name, env in scenarios.items():
         host_id = f"bench-{uuid.uuid4().hex[:6]}"
         config = write_host(work / host_id, host_id, address, env)
-        proc = subprocess.Popen(
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, outside the measured part
             [str(BIN / "bigeye-orchestrator"), "run"],
             env={
                 **os.environ,
