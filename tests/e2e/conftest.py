@@ -177,7 +177,10 @@ class HostDir:
             argv += ["--agent", agent]
         done = self.agent_cli(*argv, **env)
         if done.returncode == 0 and self.cloud is not None and self.cloud.agent_config is None:
-            self.cloud.agent_config = self.path / "agent_config"
+            # kept with the cloud: this host's directory goes away with its test
+            keys = self.cloud.state_dir / "account-agent-config"
+            shutil.copytree(self.path / "agent_config", keys)
+            self.cloud.agent_config = keys
         return done
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
