@@ -25,7 +25,7 @@ if [[ -z "$mirror" ]]; then
 fi
 if ! command -v debootstrap >/dev/null; then
   if [[ "$(id -u)" == 0 ]]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   else
     echo "build-local-base: debootstrap is missing; install it with: sudo apt-get install debootstrap" >&2
     exit 1
