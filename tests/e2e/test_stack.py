@@ -235,3 +235,100 @@ def test_orchestrator_restart_mid_job_keeps_the_job(stack: Any, cloud: Cloud) ->
     ]).stdout.split()  # fmt: skip
     assert len(events) == 1, events
     assert stack.job_containers() == []
+
+
+def single_deviations(body: dict[str, Any], host_dir: str) -> dict[str, dict[str, Any]]:
+    """Create bodies that differ from a compliant one by exactly one thing."""
+    hc = body["HostConfig"]
+    source = hc["Binds"][0].split(":")[0]
+
+    def with_hc(**changes: Any) -> dict[str, Any]:
+        return {**body, "HostConfig": {**hc, **changes}}
+
+    labels = dict(body["Labels"])
+    del labels["com.bigeye.orchestrator.managed"]
+    return {
+        "privileged": with_hc(Privileged=True),
+        "pid-host": with_hc(PidMode="host"),
+        "ipc-host": with_hc(IpcMode="host"),
+        "net-host": with_hc(NetworkMode="host"),
+        "userns-host": with_hc(UsernsMode="host"),
+        "pid-container": with_hc(PidMode="container:docker-socket-proxy"),
+        "net-container": with_hc(NetworkMode="container:docker-socket-proxy"),
+        "cap-add": with_hc(CapAdd=["SYS_ADMIN"]),
+        "devices": with_hc(
+            Devices=[
+                {
+                    "PathOnHost": "/dev/sda",
+                    "PathInContainer": "/dev/sda",
+                    "CgroupPermissions": "rwm",
+                }
+            ]
+        ),
+        "bind-socket": with_hc(Binds=["/var/run/docker.sock:/app/config:ro"]),
+        "bind-root": with_hc(Binds=["/:/app/config:ro"]),
+        "bind-etc": with_hc(Binds=["/etc:/app/config:ro"]),
+        "bind-rw": with_hc(Binds=[f"{source}:/app/config:rw"]),
+        "bind-outside": with_hc(Binds=["/tmp:/app/config:ro"]),
+        "mounts": with_hc(Mounts=[{"Type": "bind", "Source": "/", "Target": "/host"}]),
+        "volumes-from": with_hc(VolumesFrom=["docker-socket-proxy"]),
+        "internal-network": with_hc(NetworkMode="orchestrator-internal"),
+        "other-host": {
+            **body,
+            "Labels": {**body["Labels"], "com.bigeye.orchestrator.host-id": "other-host"},
+        },
+        "unmanaged": {**body, "Labels": labels},
+        "lowercase-privileged": with_hc(privileged=True),
+    }
+
+
+def test_the_proxy_denies_every_single_deviation_from_a_compliant_create(stack: Any) -> None:
+    from activities.agents import create_body, resolve
+    from orchestrator.contract import parse_job_request
+    from orchestrator.hostconfig import load_host_config
+    from orchestrator.version import VERSION
+
+    host = load_host_config(stack.path / "bigeye_agent.yml")
+    request = parse_job_request(
+        {"job_id": "e2e-proxy", "run_id": uuid.uuid4().hex[:8], "agent": "datahealth",
+         "parameters": {"file_name": "x.yml"}}
+    )  # fmt: skip
+    plan = resolve(request, host, stack.host_id).plan
+    assert plan is not None
+    body = create_body(plan, host.agents["datahealth"], host_dir=str(stack.path), version=VERSION)
+    if run(["docker", "network", "inspect", "bigeye-jobs"]).returncode != 0:
+        network = ["docker", "network", "create", "--label", "com.bigeye.orchestrator.managed=true"]
+        run([*network, "bigeye-jobs"])
+    cases: list[tuple[str, str]] = []
+    for label, bad in single_deviations(body, str(stack.path)).items():
+        cases.append((label, json.dumps(bad)))
+        cases.append(
+            (label + "/spaced-reordered", json.dumps(dict(reversed(bad.items())), indent=3))
+        )
+    cases.append(("compliant", json.dumps(body)))
+    cases.append(("compliant/spaced-reordered", json.dumps(dict(reversed(body.items())), indent=3)))
+    statuses = in_orchestrator(
+        stack,
+        f"""
+        import json, http.client
+        cases = json.loads({json.dumps(json.dumps(cases))})
+        out = {{}}
+        for label, text in cases:
+            conn = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=20)
+            conn.request("POST", "/containers/create?name={plan.container_name}", body=text,
+                         headers={{"Content-Type": "application/json"}})
+            response = conn.getresponse()
+            answer = json.loads(response.read() or b"{{}}")
+            out[label] = response.status
+            if response.status == 201:
+                conn = http.client.HTTPConnection("docker-socket-proxy", 2375, timeout=20)
+                conn.request("DELETE", "/containers/" + answer["Id"] + "?force=true")
+                conn.getresponse().read()
+        print(json.dumps(out))
+        """,
+    )
+    assert statuses.pop("compliant") == 201
+    assert statuses.pop("compliant/spaced-reordered") == 201
+    assert statuses == {label: 403 for label in statuses}, statuses
+    assert len(statuses) == 40
+    assert stack.job_containers() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -67,8 +68,16 @@ async def test_each_agent_type_succeeds(
     assert result["host_id"] == host.host_id and result["agent"] == agent_type
     assert result["started_at"] and result["finished_at"]
     assert containers_of_host(host.host_id) == [], "the container must be removed"
-    # the job's own output is forwarded line by line with the job's fields
-    assert '"stream": "agent"' in host.logs() and request["run_id"] in host.logs()
+    # every line the daemon printed is structured; the job's own output is forwarded line by
+    # line with the job's fields
+    events = [json.loads(line) for line in host.logs().splitlines()]
+    agent_lines = [e for e in events if e.get("stream") == "agent"]
+    assert f"demo-agent argv: {argv}" in [e["event"] for e in agent_lines]
+    for event in agent_lines:
+        assert event["run_id"] == request["run_id"] and event["job_id"] == request["job_id"]
+        assert event["agent"] == agent_type and event["host_id"] == host.host_id
+        assert event["container"]
+    assert all(e.get("host_id") == host.host_id for e in events)
 
 
 async def test_nonzero_exit_fails_with_code_and_reason(make_host: Any, client: Client) -> None:
