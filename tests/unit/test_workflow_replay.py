@@ -1,0 +1,33 @@
+"""Histories recorded from real runs of earlier releases must replay on this one.
+
+A change to `AgentJobRun` that is not behind `workflow.patched(...)` makes a run that was in
+flight during `bigeye-agent compose upgrade` fail with a non-determinism error; this catches it
+before release. Record new histories with scripts/record_histories.py when the workflow changes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.agent_job import AgentJobRun
+
+HISTORIES = sorted((Path(__file__).parent / "agent_job_histories").glob("*.json"))
+
+
+def test_histories_cover_every_way_a_run_ends() -> None:
+    assert {p.stem for p in HISTORIES} >= {"succeeded", "canceled", "invalid", "not_installed"}
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays(path: Path) -> None:
+    recorded = json.loads(path.read_bytes())  # noqa: ASYNC240 - a small local file
+    history = WorkflowHistory.from_json(f"agent-job-{path.stem}", recorded)
+    replayer = Replayer(workflows=[AgentJobRun], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
