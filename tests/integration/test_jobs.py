@@ -294,3 +294,18 @@ async def test_per_agent_max_concurrent_is_respected(make_host: Any, client: Cli
         running += 1 if event["status"] == "start" else -1
         peak = max(peak, running)
     assert peak == 1
+
+
+async def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_reason(
+    make_host: Any, client: Client
+) -> None:
+    # a registry on a closed loopback port: the pull fails at once and stays on this machine
+    host = make_host({"datahealth": agent(image="127.0.0.1:9/bigeye/missing:1")})
+    since = time.time() - 1
+    result = await (
+        await host.start_job(client, host.request("datahealth", {"file_name": "a.yml"}))
+    ).result()
+    assert result["status"] == "failed", result
+    assert "pull of 127.0.0.1:9/bigeye/missing:1 failed" in result["reason"]
+    assert result["image_id"] is None and result["exit_code"] is None
+    assert container_events(host.host_id, since, "create") == []
