@@ -74,6 +74,7 @@ fill_wheels() {
   wheels_ready=1
 }
 
+revision="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
 wanted=("$@")
 for arg in "${wanted[@]}"; do
   printf '%s\n' "${IMAGES[@]}" | cut -d' ' -f1 | grep -qxF -- "$arg" || die "unknown image: $arg"
@@ -92,7 +93,8 @@ for line in "${IMAGES[@]}"; do
   base="$(choose_base "$dockerfile")"
   [[ "$context" != "." ]] || fill_wheels
   echo "build-images: building $name:dev and $name:$version from $base"
-  docker build --build-arg "BASE_IMAGE=$base" -f "$dockerfile" \
+  docker build --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" \
+    --build-arg "REVISION=$revision" -f "$dockerfile" \
     -t "$name:dev" -t "$name:$version" "$context"
   built+=("$name")
 done
