@@ -17,6 +17,8 @@ DEFAULT_CONFIG_PATH = "/etc/bigeye/bigeye_agent.yml"
 DEFAULT_HEALTH_ADDR = "127.0.0.1:9464"
 DEFAULT_MAX_CONCURRENT_JOBS = 8
 DEFAULT_HEARTBEAT_SECONDS = 30.0
+DEFAULT_SWEEP_SECONDS = 60.0
+DEFAULT_ORPHAN_GRACE_SECONDS = 300.0
 
 
 class SettingsError(ValueError):
@@ -45,6 +47,8 @@ class Settings(BaseModel):
     log_format: Literal["json", "console"]
     max_concurrent_jobs: int
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
+    sweep_seconds: float = DEFAULT_SWEEP_SECONDS
+    orphan_grace_seconds: float = DEFAULT_ORPHAN_GRACE_SECONDS
 
     def load_host(self) -> HostConfig:
         """Re-read for every job, so that `bigeye-agent sync` needs no restart."""
@@ -67,6 +71,17 @@ def _tls(env: Mapping[str, str], server_name: str | None) -> TLSFiles | None:
         ca=Path(env["BIGEYE_TLS_CA"]),
         server_name=env.get("BIGEYE_TLS_SERVER_NAME") or server_name,
     )
+
+
+def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name) or str(default)
+    try:
+        value = float(raw)
+        if value <= 0:
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"{name} {raw!r} must be a positive number of seconds") from None
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostConfig]:
@@ -110,15 +125,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostC
     if log_format not in ("json", "console"):
         raise SettingsError(f"BIGEYE_LOG_FORMAT {log_format!r} must be json or console")
 
-    raw_interval = env.get("BIGEYE_HEARTBEAT_SECONDS") or str(DEFAULT_HEARTBEAT_SECONDS)
-    try:
-        heartbeat = float(raw_interval)
-        if heartbeat <= 0:
-            raise ValueError
-    except ValueError:
-        raise SettingsError(
-            f"BIGEYE_HEARTBEAT_SECONDS {raw_interval!r} must be a positive number"
-        ) from None
+    heartbeat = _positive_seconds(env, "BIGEYE_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
+    sweep = _positive_seconds(env, "BIGEYE_SWEEP_SECONDS", DEFAULT_SWEEP_SECONDS)
+    grace = _positive_seconds(env, "BIGEYE_ORPHAN_GRACE_SECONDS", DEFAULT_ORPHAN_GRACE_SECONDS)
 
     host_dir = env.get("BIGEYE_AGENT_HOST_DIR") or str(config_path.resolve().parent)
     if not host_dir.startswith("/"):
@@ -136,5 +145,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostC
         log_format=log_format,
         max_concurrent_jobs=max_jobs,
         heartbeat_seconds=heartbeat,
+        sweep_seconds=sweep,
+        orphan_grace_seconds=grace,
     )
     return settings, host

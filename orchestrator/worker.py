@@ -15,20 +15,18 @@ from datetime import timedelta
 
 import aiodocker
 import structlog
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities import containers
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
 from activities.hoststatus import HostActivities
 from activities.runs import JobActivities
 from activities.slots import SlotGate
+from activities.sweeping import RunIsOpen, Sweeper
 from orchestrator.connection import connect, make_runtime
 from orchestrator.contract import (
-    LABEL_RUN_ID,
-    LABEL_WORKFLOW_ID,
     launch_queue,
     task_queue,
     watch_queue,
@@ -82,30 +80,33 @@ def build_workers(
     ]
 
 
-async def reconcile(client: Client, docker: aiodocker.Docker, host_id: str) -> None:
-    """Before polling: leave open runs' containers to their activities, report the rest."""
-    for item in await containers.list_managed(docker, host_id):
-        labels = item.get("Labels") or {}
-        workflow_id = labels.get(LABEL_WORKFLOW_ID, "")
-        open_run = False
-        with contextlib.suppress(RPCError):
+def run_checker(client: Client) -> RunIsOpen:
+    """Whether a job's workflow is still open; None when Temporal cannot say right now."""
+
+    async def run_is_open(workflow_id: str) -> bool | None:
+        if not workflow_id:
+            return False
+        try:
             description = await client.get_workflow_handle(workflow_id).describe()
-            open_run = description.status is not None and description.status.name == "RUNNING"
-        name = (item.get("Names") or ["?"])[0].lstrip("/")
-        if open_run:
-            log.info(
-                "job container of an open run: its activity will adopt it",
-                container=name,
-                state=item.get("State"),
-                run_id=labels.get(LABEL_RUN_ID),
-            )
-        else:
-            log.warning(
-                "job container of a closed run: left for sweeping",
-                container=name,
-                state=item.get("State"),
-                run_id=labels.get(LABEL_RUN_ID),
-            )
+        except RPCError as exc:
+            return False if exc.status == RPCStatusCode.NOT_FOUND else None
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    return run_is_open
+
+
+async def sweep_loop(sweeper: Sweeper, every: float, stop: asyncio.Event) -> None:
+    """Phase one ran at start-up; every pass after it marks new orphans, removes old ones."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await stop.wait()
+        if stop.is_set():
+            return
+        try:
+            await sweeper.sweep()
+        except Exception as exc:  # a failed pass is retried at the next one
+            log.warning("orphan sweep failed; retrying", error=describe(exc))
 
 
 async def run_daemon(settings: Settings) -> int:
@@ -128,7 +129,12 @@ async def run_daemon(settings: Settings) -> int:
         if version is None:
             return 0
         health.docker_version = version
-        await reconcile(client, docker, settings.host_id)
+        # Reconcile before polling: open runs' containers are left to their activities (which
+        # adopt them); the others are marked for sweeping.
+        sweeper = Sweeper(
+            docker, settings.host_id, run_checker(client), settings.orphan_grace_seconds
+        )
+        await sweeper.sweep()
         gate = SlotGate(settings.max_concurrent_jobs)
         acts = JobActivities(settings, docker, gate)
         host = HostActivities(settings, docker, gate, lambda: health.polling)
@@ -138,6 +144,7 @@ async def run_daemon(settings: Settings) -> int:
         beating = asyncio.create_task(
             heartbeat_loop(client, host, settings.heartbeat_seconds, stop)
         )
+        sweeping = asyncio.create_task(sweep_loop(sweeper, settings.sweep_seconds, stop))
         log.info(
             "polling",
             task_queue=task_queue(settings.host_id),
@@ -153,7 +160,7 @@ async def run_daemon(settings: Settings) -> int:
         log.info("shutting down: job containers keep running and will be re-adopted")
         stop.set()
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-        await asyncio.gather(beating, return_exceptions=True)
+        await asyncio.gather(beating, sweeping, return_exceptions=True)
         stopped.cancel()
         return 1 if failed else 0
     finally:

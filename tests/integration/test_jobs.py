@@ -309,3 +309,35 @@ async def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_reason(
     assert "pull of 127.0.0.1:9/bigeye/missing:1 failed" in result["reason"]
     assert result["image_id"] is None and result["exit_code"] is None
     assert container_events(host.host_id, since, "create") == []
+
+
+async def test_a_container_whose_run_was_terminated_is_swept_after_the_grace(
+    make_host: Any, client: Client
+) -> None:
+    host = make_host(
+        {"datahealth": agent(env={"DEMO_SLEEP_SECONDS": "300"})},
+        BIGEYE_SWEEP_SECONDS="0.5",
+        BIGEYE_ORPHAN_GRACE_SECONDS="2",
+    )
+    handle = await host.start_job(client, host.request("datahealth", {"file_name": "a.yml"}))
+
+    async def running() -> bool:
+        return bool((await handle.query("status"))["phase"] == "running")
+
+    await async_wait_for(running, 60, "the job to run")
+    # Bigeye ends the run without the orchestrator's help: nothing is left to stop the container
+    await handle.terminate("operator gave up")
+    marked_at = time.monotonic()
+
+    async def swept() -> bool:
+        return not containers_of_host(host.host_id)
+
+    await async_wait_for(swept, 60, "the orphan to be swept")
+    assert time.monotonic() - marked_at >= 2, "removed only after the grace period"
+    events = [json.loads(line) for line in host.logs().splitlines()]
+    names = [e["event"] for e in events]
+    assert names.index("orphan job container marked; removing after the grace period") < (
+        names.index("orphan job container swept")
+    )
+    swept_event = next(e for e in events if e["event"] == "orphan job container swept")
+    assert swept_event["exit_code"] == 143 and swept_event["log_tail"]
