@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -112,10 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.worker import run_daemon  # imports the workflow; only the daemon needs it
 
     try:
-        return asyncio.run(run_daemon(settings))
+        code = asyncio.run(run_daemon(settings))
     except SettingsError as exc:
         print(f"bigeye-orchestrator: {exc}", file=sys.stderr)
-        return 1
+        code = 1
+    # The Temporal core's threads (log forwarding among them) may still call into Python while
+    # the interpreter finalizes, which aborts the process (SIGABRT) on a clean shutdown: flush
+    # what we wrote and leave without finalizing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
