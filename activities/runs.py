@@ -28,7 +28,7 @@ from activities.network import ensure_job_network
 from activities.policy import structural_violations
 from activities.slots import SlotGate
 from orchestrator.contract import RunStatus, parse_job_request
-from orchestrator.hostconfig import ConfigError
+from orchestrator.hostconfig import ConfigError, HostConfig
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
 
@@ -91,15 +91,19 @@ class JobActivities:
         self.docker = docker
         self.gate = gate
 
+    def _load_host(self) -> HostConfig:
+        """The agent set as it is now; a broken file fails the attempt with its one line."""
+        try:
+            return self.settings.load_host()
+        except ConfigError as exc:
+            raise ApplicationError(str(exc), type="HostConfigInvalid") from None
+
     # ---- control activities (always have room) --------------------------------------------
 
     @activity.defn(name="resolve_job")
     async def resolve_job(self, raw_request: dict[str, Any]) -> Resolution:
         request = parse_job_request(raw_request)
-        try:
-            host = self.settings.load_host()
-        except ConfigError as exc:
-            raise ApplicationError(str(exc), type="HostConfigInvalid") from None
+        host = self._load_host()
         return resolve(request, host, self.settings.host_id)
 
     @activity.defn(name="stop_container")
@@ -123,10 +127,7 @@ class JobActivities:
     async def ensure_image(self, plan: JobPlan) -> ImageInfo:
         jlog = _job_log(plan)
         last: list[str] = []
-        try:
-            host = self.settings.load_host()
-        except ConfigError as exc:
-            raise ApplicationError(str(exc), type="HostConfigInvalid") from None
+        host = self._load_host()
         auth = registry_auth(plan.image, host.registry, self.settings.config_path.parent)
         async with heartbeating(lambda: {"status": last[-1] if last else None}):
             try:
@@ -141,10 +142,7 @@ class JobActivities:
     @activity.defn(name="launch_container")
     async def launch_container(self, plan: JobPlan) -> Launched:
         jlog = _job_log(plan)
-        try:
-            host = self.settings.load_host()
-        except ConfigError as exc:
-            raise ApplicationError(str(exc), type="HostConfigInvalid") from None
+        host = self._load_host()
         agent = host.agents.get(plan.request.agent)
         if agent is None:
             raise ApplicationError(

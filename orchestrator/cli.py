@@ -69,8 +69,6 @@ async def _reach_docker(settings: Settings) -> list[str]:
 
 
 def healthcheck(env: Mapping[str, str] | None = None) -> int:
-    import os
-
     env = os.environ if env is None else env
     host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
     if host in ("0.0.0.0", "::", ""):

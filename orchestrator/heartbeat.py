@@ -6,7 +6,6 @@ A failed heartbeat is logged and retried at the next tick; it is never fatal.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 from temporalio.client import Client
@@ -19,6 +18,7 @@ from orchestrator.contract import (
     HeartbeatStart,
     heartbeat_workflow_id,
 )
+from orchestrator.pauses import pause
 
 log = structlog.get_logger("bigeye.orchestrator.heartbeat")
 
@@ -52,6 +52,4 @@ async def heartbeat_loop(
                 error=str(exc).splitlines()[0][:300],
                 failures=failures,
             )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every):
-                await stop.wait()
+        await pause(stop, every)

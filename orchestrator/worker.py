@@ -9,7 +9,6 @@ is bounded by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from datetime import timedelta
 
@@ -33,6 +32,7 @@ from orchestrator.contract import (
 )
 from orchestrator.health import HealthState, serve_health
 from orchestrator.heartbeat import heartbeat_loop
+from orchestrator.pauses import pause, until_stopped
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
 from workflows.agent_job import AgentJobRun
@@ -98,9 +98,7 @@ def run_checker(client: Client) -> RunIsOpen:
 async def sweep_loop(sweeper: Sweeper, every: float, stop: asyncio.Event) -> None:
     """Phase one ran at start-up; every pass after it marks new orphans, removes old ones."""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every):
-                await stop.wait()
+        await pause(stop, every)
         if stop.is_set():
             return
         try:
@@ -170,37 +168,31 @@ async def run_daemon(settings: Settings) -> int:
 
 async def _until_connected(settings: Settings, stop: asyncio.Event) -> Client | None:
     runtime = make_runtime()
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            client = await connect(settings, runtime)
-            log.info("connected to Temporal", namespace=settings.namespace)
-            return client
-        except RuntimeError as exc:
-            log.error(
-                "cannot connect to Temporal; retrying",
-                address=settings.temporal_address,
-                error=str(exc).splitlines()[0][:300],
-                retry_in_seconds=delay,
-            )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        delay = min(delay * 2, 30.0)
-    return None
+
+    async def attempt() -> Client:
+        client = await connect(settings, runtime)
+        log.info("connected to Temporal", namespace=settings.namespace)
+        return client
+
+    def failed(exc: Exception, delay: float) -> None:
+        log.error(
+            "cannot connect to Temporal; retrying",
+            address=settings.temporal_address,
+            error=str(exc).splitlines()[0][:300],
+            retry_in_seconds=delay,
+        )
+
+    return await until_stopped(attempt, failed, stop, retry_on=(RuntimeError,))
 
 
 async def _until_docker(docker: aiodocker.Docker, stop: asyncio.Event) -> str | None:
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            info = await docker.version()
-            log.info("connected to Docker", version=info.get("Version"))
-            return str(info.get("Version"))
-        except Exception as exc:  # any failure to reach the engine is retried the same way
-            log.error("cannot reach Docker; retrying", error=describe(exc), retry_in_seconds=delay)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
-        delay = min(delay * 2, 30.0)
-    return None
+    async def attempt() -> str:
+        version = str((await docker.version()).get("Version"))
+        log.info("connected to Docker", version=version)
+        return version
+
+    def failed(exc: Exception, delay: float) -> None:
+        # any failure to reach the engine is retried the same way
+        log.error("cannot reach Docker; retrying", error=describe(exc), retry_in_seconds=delay)
+
+    return await until_stopped(attempt, failed, stop)
