@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.waiting import wait_for
 
 BIN = Path(sys.executable).parent
 DEMO_IMAGE = "bigeye-demo-agent:dev"
@@ -27,16 +28,6 @@ IMAGES = (
 )
 # A non-root operator: the orchestrator runs as the owner of the host directory.
 OPERATOR_UID = 4242
-
-
-def wait_for(predicate: Any, within: float, what: str, interval: float = 0.25) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:

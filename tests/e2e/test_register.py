@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.e2e.conftest import DEMO_IMAGE, OPERATOR_UID, Cloud, HostDir, run, wait_for
+from tests.e2e.conftest import DEMO_IMAGE, OPERATOR_UID, Cloud, HostDir, run
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

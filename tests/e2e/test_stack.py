@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import DEMO_IMAGE, OPERATOR_UID, Cloud, HostDir, run, wait_for
+from tests.e2e.conftest import DEMO_IMAGE, OPERATOR_UID, Cloud, HostDir, run
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from devcloud import db, heartbeat_workflow, hosts
 from devcloud.heartbeat_activity import HeartbeatRecorder
 from devcloud.heartbeat_workflow import AgentHeartbeat
-from tests.integration.conftest import async_wait_for
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from tests.integration.conftest import DEMO_IMAGE, async_wait_for
+from tests.integration.conftest import DEMO_IMAGE
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,8 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from tests.integration.conftest import (
-    DEMO_IMAGE,
-    async_wait_for,
-    container_events,
-    containers_of_host,
-)
+from tests.integration.conftest import DEMO_IMAGE, container_events, containers_of_host
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
