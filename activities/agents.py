@@ -1,4 +1,8 @@
-"""Agent resolution: from a validated request and the host's agent set to a container spec.
+"""Agent resolution: from a validated request and the host's agent set to the run's one plan.
+
+The plan is decided once, when the run starts: it carries the finished, policy-checked create
+body (image included), so the image pulled, created and reported is the same even when
+`bigeye-agent sync` changes the agent set while the run waits.
 
 Pure: callers load `bigeye_agent.yml` and pass the parsed `HostConfig`.
 """
@@ -6,11 +10,12 @@ Pure: callers load `bigeye_agent.yml` and pass the parsed `HostConfig`.
 from __future__ import annotations
 
 import posixpath
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from activities.policy import CONFIG_MOUNT_POINT
+from orchestrator.policy import CONFIG_MOUNT_POINT, structural_violations
 from orchestrator.contract import (
     JOB_NETWORK,
     LABEL_AGENT,
@@ -20,6 +25,7 @@ from orchestrator.contract import (
     LABEL_RUN_ID,
     LABEL_VERSION,
     LABEL_WORKFLOW_ID,
+    LABEL_WORKFLOW_RUN_ID,
     JobRunRequest,
     container_name,
     job_workflow_id,
@@ -30,26 +36,53 @@ LOG_MAX_SIZE = "10m"
 LOG_MAX_FILE = "3"
 
 
+class RegistryLogin(BaseModel):
+    """Where the pull's credentials are: the password is read at pull time, never planned."""
+
+    server: str
+    username: str
+    password_file: str  # as the orchestrator sees it
+
+
 class JobPlan(BaseModel):
-    """What the workflow needs to drive one run, decided once from the agent set."""
+    """Everything a run needs, decided once from the agent set."""
 
     request: JobRunRequest
     host_id: str
     workflow_id: str
+    workflow_run_id: str
     container_name: str
     image: str
+    registry: RegistryLogin | None = None
+    create_body: dict[str, Any]
     timeout_seconds: int
     stop_grace_seconds: int
     max_concurrent: int
 
 
 class Resolution(BaseModel):
-    outcome: Literal["ok", "not_installed", "invalid"]
+    outcome: Literal["ok", "not_installed", "invalid", "rejected"]
     message: str | None = None
+    image: str | None = None
     plan: JobPlan | None = None
 
 
-def resolve(request: JobRunRequest, host: HostConfig, host_id: str) -> Resolution:
+def resolve(
+    request: JobRunRequest,
+    host: HostConfig,
+    host_id: str,
+    *,
+    host_dir: str,
+    config_root: Path,
+    version: str,
+    workflow_id: str | None = None,
+    workflow_run_id: str = "",
+) -> Resolution:
+    """The run's plan, or why there is none.
+
+    `host_dir` is the host directory as the Docker engine sees it (bind sources);
+    `config_root` is the same directory as this process sees it (the registry password).
+    """
     agent = host.agents.get(request.agent)
     if agent is None:
         installed = ", ".join(sorted(host.agents)) or "none"
@@ -65,14 +98,35 @@ def resolve(request: JobRunRequest, host: HostConfig, host_id: str) -> Resolutio
             message=f"timeout_seconds: {request.timeout_seconds} exceeds the agent's "
             f"timeout_seconds ({limit})",
         )
+    name = container_name(request.job_id, request.run_id)
+    labels = job_labels(
+        request,
+        host_id=host_id,
+        workflow_id=workflow_id or job_workflow_id(request.job_id),
+        workflow_run_id=workflow_run_id,
+        version=version,
+    )
+    body = create_body(request, agent, labels=labels, host_dir=host_dir)
+    problems = structural_violations(body, host_id=host_id, host_dir=host_dir, name=name)
+    if problems:
+        return Resolution(
+            outcome="rejected",
+            image=agent.image,
+            message=f"agents.{request.agent} in bigeye_agent.yml breaks the container policy: "
+            + "; ".join(problems),
+        )
     return Resolution(
         outcome="ok",
+        image=agent.image,
         plan=JobPlan(
             request=request,
             host_id=host_id,
-            workflow_id=job_workflow_id(request.job_id),
-            container_name=container_name(request.job_id, request.run_id),
+            workflow_id=labels[LABEL_WORKFLOW_ID],
+            workflow_run_id=workflow_run_id,
+            container_name=name,
             image=agent.image,
+            registry=registry_login(agent.image, host, config_root),
+            create_body=body,
             timeout_seconds=request.timeout_seconds or limit,
             stop_grace_seconds=agent.stop_grace_seconds,
             max_concurrent=agent.max_concurrent,
@@ -80,14 +134,36 @@ def resolve(request: JobRunRequest, host: HostConfig, host_id: str) -> Resolutio
     )
 
 
-def job_labels(plan: JobPlan, version: str) -> dict[str, str]:
+def registry_login(image: str, host: HostConfig, config_root: Path) -> RegistryLogin | None:
+    """The `registry:` section's login, for images on that registry only."""
+    registry = host.registry
+    if registry is None or registry.username is None or registry.password_file is None:
+        return None
+    if not image.startswith(registry.server.rstrip("/") + "/"):
+        return None
+    return RegistryLogin(
+        server=registry.server,
+        username=registry.username,
+        password_file=str(config_root / registry.password_file),
+    )
+
+
+def job_labels(
+    request: JobRunRequest,
+    *,
+    host_id: str,
+    workflow_id: str,
+    workflow_run_id: str,
+    version: str,
+) -> dict[str, str]:
     return {
         LABEL_MANAGED: "true",
-        LABEL_HOST_ID: plan.host_id,
-        LABEL_JOB_ID: plan.request.job_id,
-        LABEL_RUN_ID: plan.request.run_id,
-        LABEL_AGENT: plan.request.agent,
-        LABEL_WORKFLOW_ID: plan.workflow_id,
+        LABEL_HOST_ID: host_id,
+        LABEL_JOB_ID: request.job_id,
+        LABEL_RUN_ID: request.run_id,
+        LABEL_AGENT: request.agent,
+        LABEL_WORKFLOW_ID: workflow_id,
+        LABEL_WORKFLOW_RUN_ID: workflow_run_id,
         LABEL_VERSION: version,
     }
 
@@ -97,10 +173,9 @@ def config_bind_source(host_dir: str, agent: str, config: AgentConfig) -> str:
 
 
 def create_body(
-    plan: JobPlan, agent: AgentConfig, *, host_dir: str, version: str
+    request: JobRunRequest, agent: AgentConfig, *, labels: dict[str, str], host_dir: str
 ) -> dict[str, Any]:
     """The Docker Engine API create body for this run: the policy allowlist, nothing more."""
-    request = plan.request
     env = [f"{key}={value}" for key, value in sorted(agent.env.items())]
     env += [f"BIGEYE_JOB_ID={request.job_id}", f"BIGEYE_RUN_ID={request.run_id}"]
     memory = agent.memory_bytes
@@ -109,7 +184,7 @@ def create_body(
         "Image": agent.image,
         "Cmd": request.command(),
         "Env": env,
-        "Labels": job_labels(plan, version),
+        "Labels": labels,
         "HostConfig": {
             "Binds": [f"{source}:{CONFIG_MOUNT_POINT}:ro"],
             "NetworkMode": JOB_NETWORK,

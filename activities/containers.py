@@ -14,8 +14,8 @@ import aiodocker
 import aiohttp
 
 from activities.docker_api import is_conflict, is_not_found
-from activities.logstream import LineAssembler, LogLine, frames, split_timestamp
-from orchestrator.contract import LABEL_HOST_ID, LABEL_MANAGED, LABEL_RUN_ID
+from activities.logstream import Entry, entries, tail_lines
+from orchestrator.contract import LABEL_HOST_ID, LABEL_MANAGED, LABEL_RUN_ID, LOG_TAIL_LINES
 
 
 class NotManagedError(RuntimeError):
@@ -88,7 +88,7 @@ async def start(docker: aiodocker.Docker, container_id: str) -> None:
 
 async def stop(docker: aiodocker.Docker, container_id: str, grace_seconds: int) -> None:
     """SIGTERM, `grace_seconds`, then SIGKILL — done by the engine."""
-    timeout = aiohttp.ClientTimeout(total=grace_seconds + 60)
+    timeout = aiohttp.ClientTimeout(total=grace_seconds + 30, connect=10)
     try:
         async with docker._query(
             f"containers/{container_id}/stop",
@@ -125,16 +125,16 @@ async def list_managed(
     return [dict(item) for item in data]
 
 
-async def follow_logs(
+async def log_entries(
     docker: aiodocker.Docker,
     container_id: str,
     *,
-    since: str | None,
+    since: str | None = None,
     follow: bool,
     tail: int | None = None,
     timestamps: bool = True,
-) -> AsyncIterator[LogLine]:
-    """Lines of a container's stdout and stderr; ends when the engine (or a proxy) ends it."""
+) -> AsyncIterator[Entry]:
+    """A container's stdout and stderr entries; ends when the engine (or a proxy) ends it."""
     params: dict[str, Any] = {
         "stdout": "true",
         "stderr": "true",
@@ -146,13 +146,29 @@ async def follow_logs(
     if tail is not None:
         params["tail"] = str(tail)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None, connect=10)
-    assembler = LineAssembler()
     async with docker._query(
         f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
     ) as response:
-        async for stream, payload in frames(response.content.iter_any()):
-            stamp, data = split_timestamp(payload) if timestamps else (None, payload)
-            for line in assembler.feed(stream, stamp, data):
-                yield line
-    for line in assembler.flush():
-        yield line
+        async for entry in entries(response.content.iter_any(), timestamps=timestamps):
+            yield entry
+
+
+TAIL_FIRST_READ = 4 * LOG_TAIL_LINES
+
+
+async def read_tail(
+    docker: aiodocker.Docker, container_id: str, count: int = LOG_TAIL_LINES
+) -> list[str]:
+    """The exact last `count` lines: Docker's `tail` counts entries, and a long line is many."""
+    want = TAIL_FIRST_READ
+    while True:
+        read = [
+            entry
+            async for entry in log_entries(
+                docker, container_id, follow=False, tail=want, timestamps=False
+            )
+        ]
+        lines = tail_lines(read, count, whole_log=len(read) < want)
+        if lines is not None:
+            return lines
+        want *= 8

@@ -1,4 +1,4 @@
-"""The Docker connection: one aiodocker client per process, errors made readable."""
+"""The Docker connection: one aiodocker client per process, errors made readable and classified."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import os
 
 import aiodocker
 import aiohttp
+from temporalio.exceptions import ApplicationError
 
 # Short calls must not hang on a wedged engine or proxy; streams set their own timeouts.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+# Error types an activity fails with; the workflow's retry policies name them.
+DOCKER_REJECTED = "DockerRejected"  # the engine refused the request: retrying cannot help
+DOCKER_UNAVAILABLE = "DockerUnavailable"  # the engine did not answer, or failed: retry
 
 
 def docker_url(docker_host: str | None = None) -> str | None:
@@ -27,15 +31,40 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, aiodocker.DockerError) and exc.status == 409
 
 
-def describe(exc: BaseException) -> str:
-    """One line for a failed Docker call, with the fix when we know it."""
-    unreachable = isinstance(exc, aiohttp.ClientConnectionError | OSError) or (
+def is_unreachable(exc: BaseException) -> bool:
+    """The engine (or the proxy in front of it) did not answer at all."""
+    return isinstance(exc, aiohttp.ClientError | OSError | TimeoutError) or (
         # aiodocker reports a connection it could not make as status 900
         isinstance(exc, aiodocker.DockerError) and exc.status == 900
     )
-    if isinstance(exc, aiodocker.DockerError) and not unreachable:
-        return f"Docker engine answered {exc.status}: {exc.message}"
-    if unreachable:
+
+
+def is_refusal(exc: BaseException) -> bool:
+    """The engine answered no for a reason that a retry cannot change (4xx)."""
+    return (
+        isinstance(exc, aiodocker.DockerError)
+        and 400 <= exc.status < 500
+        and not is_unreachable(exc)
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failed Docker call, with the fix when we know it."""
+    if is_unreachable(exc):
         where = docker_url() or "the local socket /var/run/docker.sock"
-        return f"cannot reach the Docker engine at {where} ({exc}): start Docker or fix DOCKER_HOST"
+        detail = str(exc) or type(exc).__name__
+        return (
+            f"cannot reach the Docker engine at {where} ({detail}): start Docker or fix DOCKER_HOST"
+        )
+    if isinstance(exc, aiodocker.DockerError):
+        return f"Docker engine answered {exc.status}: {exc.message}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def activity_error(exc: BaseException, doing: str) -> ApplicationError:
+    """The failure an activity reports: refusals end the run, everything else is retried."""
+    if is_refusal(exc):
+        return ApplicationError(
+            f"{doing}: {describe(exc)}", type=DOCKER_REJECTED, non_retryable=True
+        )
+    return ApplicationError(f"{doing}: {describe(exc)}", type=DOCKER_UNAVAILABLE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -13,6 +14,8 @@ from orchestrator.contract import LABEL_RUN_ID, DockerStatus, HostStatus, Worker
 from orchestrator.hostconfig import ConfigError
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
+
+DOCKER_TIMEOUT_SECONDS = 5.0  # a wedged engine is reported as unreachable, not waited for
 
 
 class HostActivities:
@@ -35,8 +38,9 @@ class HostActivities:
             agents = []
         reachable, version, running = False, None, []
         try:
-            version = str((await self.docker.version()).get("Version"))
-            active = await self.gate.used(self.docker, self.settings.host_id)
+            async with asyncio.timeout(DOCKER_TIMEOUT_SECONDS):
+                version = str((await self.docker.version()).get("Version"))
+                active = await self.gate.used()
             running = sorted(str((c.get("Labels") or {}).get(LABEL_RUN_ID)) for c in active)
             reachable = True
         except Exception:  # an unreachable engine is reported, never fatal

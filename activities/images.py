@@ -1,7 +1,12 @@
-"""Images: pull only when missing, with the registry's credentials, every stream item checked."""
+"""Images: pull only when missing, with the registry's credentials, every stream item checked.
+
+Runs that want the same missing image share one pull: a second pull would only wait on the
+engine's, and a run that is canceled stops waiting without stopping the others' pull.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,12 +14,32 @@ from typing import Any
 import aiodocker
 from pydantic import BaseModel
 
+from activities.agents import RegistryLogin
 from activities.docker_api import is_not_found
-from orchestrator.hostconfig import RegistryConfig
+
+PULL_TIMEOUT_SECONDS = 30 * 60
+# What the engine says when the image is not there to pull or may not be pulled: retrying
+# cannot change the answer.
+_PERMANENT = (
+    "not found",
+    "manifest unknown",
+    "unauthorized",
+    "denied",
+    "invalid reference format",
+    "repository name must",
+    "does not exist",
+)
 
 
 class ImagePullError(RuntimeError):
-    pass
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def pull_failed(image: str, detail: str) -> ImagePullError:
+    permanent = any(marker in detail.lower() for marker in _PERMANENT)
+    return ImagePullError(f"pull of {image} failed: {detail}", permanent=permanent)
 
 
 class ImageInfo(BaseModel):
@@ -33,20 +58,11 @@ def split_reference(image: str) -> tuple[str, str | None]:
     return image, "latest"
 
 
-def registry_auth(
-    image: str, registry: RegistryConfig | None, host_dir: Path
-) -> dict[str, str] | None:
-    """Credentials from the `registry:` section, used only for images on that registry."""
-    if registry is None or registry.username is None or registry.password_file is None:
+def registry_auth(login: RegistryLogin | None) -> dict[str, str] | None:
+    if login is None:
         return None
-    if not image.startswith(registry.server.rstrip("/") + "/"):
-        return None
-    password = (host_dir / registry.password_file).read_text(encoding="utf-8").strip()
-    return {
-        "username": registry.username,
-        "password": password,
-        "serveraddress": registry.server,
-    }
+    password = Path(login.password_file).read_text(encoding="utf-8").strip()
+    return {"username": login.username, "password": password, "serveraddress": login.server}
 
 
 def _digest(info: dict[str, Any], image: str) -> str | None:
@@ -70,30 +86,61 @@ async def inspect_image(docker: aiodocker.Docker, image: str) -> ImageInfo | Non
     return ImageInfo(image=image, image_id=info["Id"], image_digest=_digest(info, image))
 
 
-async def ensure_image(
+async def pull(
     docker: aiodocker.Docker,
     image: str,
     auth: dict[str, str] | None,
     on_progress: Callable[[str], None],
-) -> ImageInfo:
-    """The image's identity; pulls it first only when the engine does not have it."""
-    present = await inspect_image(docker, image)
-    if present is not None:
-        return present
+) -> None:
     repository, tag = split_reference(image)
     on_progress(f"pulling {image}")
     stream = docker.images.pull(repository, tag=tag, auth=auth, stream=True)
     try:
-        async for item in stream:
-            # An engine reports a failed pull inside a 200 stream, not as an HTTP error.
-            if isinstance(item, dict) and (item.get("error") or item.get("errorDetail")):
-                detail = item.get("error") or item["errorDetail"].get("message")
-                raise ImagePullError(f"pull of {image} failed: {detail}")
-            if isinstance(item, dict) and item.get("status"):
-                on_progress(str(item["status"]))
+        async with asyncio.timeout(PULL_TIMEOUT_SECONDS):
+            async for item in stream:
+                # An engine reports a failed pull inside a 200 stream, not as an HTTP error.
+                if isinstance(item, dict) and (item.get("error") or item.get("errorDetail")):
+                    detail = item.get("error") or item["errorDetail"].get("message")
+                    raise pull_failed(image, str(detail))
+                if isinstance(item, dict) and item.get("status"):
+                    on_progress(str(item["status"]))
     except aiodocker.DockerError as exc:
-        raise ImagePullError(f"pull of {image} failed: {exc.message}") from exc
-    pulled = await inspect_image(docker, image)
-    if pulled is None:
-        raise ImagePullError(f"pull of {image} ended but the engine does not have the image")
-    return pulled
+        raise pull_failed(image, exc.message) from exc
+    except TimeoutError:
+        raise ImagePullError(
+            f"pull of {image} did not finish in {PULL_TIMEOUT_SECONDS} s", permanent=False
+        ) from None
+
+
+class Puller:
+    """One pull per missing image at a time, shared by every run that needs it."""
+
+    def __init__(self, docker: aiodocker.Docker) -> None:
+        self.docker = docker
+        self._pulls: dict[str, asyncio.Task[None]] = {}
+
+    async def ensure(
+        self, image: str, auth: dict[str, str] | None, on_progress: Callable[[str], None]
+    ) -> ImageInfo:
+        """The image's identity; pulls it first only when the engine does not have it."""
+        present = await inspect_image(self.docker, image)
+        if present is not None:
+            return present
+        task = self._pulls.get(image)
+        if task is None:
+            task = asyncio.create_task(pull(self.docker, image, auth, on_progress))
+            self._pulls[image] = task
+
+            def done(finished: asyncio.Task[None]) -> None:
+                self._pulls.pop(image, None)
+                if not finished.cancelled():
+                    finished.exception()  # retrieved here too: every waiter may be gone
+
+            task.add_done_callback(done)
+        await asyncio.shield(task)
+        pulled = await inspect_image(self.docker, image)
+        if pulled is None:
+            raise ImagePullError(
+                f"pull of {image} ended but the engine does not have the image", permanent=True
+            )
+        return pulled

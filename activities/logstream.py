@@ -1,30 +1,53 @@
-"""Docker's multiplexed log stream, read as bytes and cut into lines.
+"""Docker's multiplexed log stream, read as entries and cut into lines, with an exact cursor.
 
-aiodocker yields frames, not lines, and decodes them itself; a frame can hold part of a line or
-several lines. We parse the 8-byte frame headers ourselves, keep one buffer per stream, replace
-invalid UTF-8 instead of dropping it, and bound the size of a line that never ends.
+The engine stores a container's output as *entries*: one per line, or one per 16 KiB piece of
+a longer line, every piece stamped with the time of the line's first byte. aiodocker yields
+frames, not lines, and decodes them itself, so we parse the 8-byte frame headers ourselves
+(one frame per entry), keep one buffer per stream, replace invalid UTF-8 instead of dropping
+it, and keep at most `MAX_LINE_BYTES` of a line that never seems to end (the rest is counted).
+
+Resuming after a dropped stream or a new activity attempt must neither repeat nor skip a line,
+although many entries share a timestamp: the cursor keeps, per stream, the timestamp of the
+last entry of the last line forwarded and how many entries of that stream carry it. Docker's
+`since` is inclusive, so a resumed stream re-reads those entries and skips exactly them.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from pydantic import BaseModel, Field
 
 from orchestrator.contract import LOG_LINE_MAX_BYTES, LOG_TAIL_LINES
 
 MAX_LINE_BYTES = 64 * 1024
+# Docker stamps stdout and stderr in two goroutines: an entry stamped a little earlier than
+# one already read may be written after it. Resuming this much earlier re-reads (and skips)
+# a few entries instead of missing one.
+RESUME_MARGIN_NS = 1_000_000_000
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry as the engine stored it: a whole line (ending in a newline) or a piece."""
+
+    stream: str
+    timestamp: str | None  # RFC 3339 with nanoseconds, as Docker wrote it
+    data: bytes
 
 
 @dataclass(frozen=True)
 class LogLine:
     stream: str
     text: str
-    timestamp: str | None  # RFC 3339 with nanoseconds, as Docker wrote it
+    timestamp: str | None
+    cut_bytes: int = 0  # bytes of the line beyond the cap, counted and not forwarded
 
 
 async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes]]:
@@ -41,12 +64,10 @@ async def frames(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, bytes
             yield _STREAMS.get(kind, "stdout"), payload
 
 
-def utf8_boundary(data: bytes | bytearray, limit: int) -> int:
-    """The largest cut at or below `limit` that does not split a UTF-8 character."""
-    cut = limit
-    while cut > 0 and cut > limit - 4 and (data[cut] & 0xC0) == 0x80:
-        cut -= 1
-    return cut if cut > limit - 4 else limit
+async def entries(chunks: AsyncIterator[bytes], *, timestamps: bool) -> AsyncIterator[Entry]:
+    async for stream, payload in frames(chunks):
+        stamp, data = split_timestamp(payload) if timestamps else (None, payload)
+        yield Entry(stream, stamp, data)
 
 
 def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
@@ -57,42 +78,33 @@ def split_timestamp(payload: bytes) -> tuple[str | None, bytes]:
     return None, payload
 
 
-@dataclass
-class LineAssembler:
-    """Turns timestamped entries into whole lines, one buffer per stream."""
+def utf8_boundary(data: bytes | bytearray, limit: int) -> int:
+    """The largest cut at or below `limit` that does not split a UTF-8 character."""
+    if limit >= len(data):
+        return len(data)
+    cut = limit
+    while cut > 0 and cut > limit - 4 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut if cut > limit - 4 else limit
 
-    pending: dict[str, bytearray] = field(default_factory=dict)
-    pending_ts: dict[str, str | None] = field(default_factory=dict)
 
-    def feed(self, stream: str, timestamp: str | None, data: bytes) -> list[LogLine]:
-        buf = self.pending.setdefault(stream, bytearray())
-        if not buf:
-            self.pending_ts[stream] = timestamp
-        buf += data
-        lines: list[LogLine] = []
-        while True:
-            cut = buf.find(b"\n")
-            if cut < 0 or cut > MAX_LINE_BYTES:
-                if len(buf) > MAX_LINE_BYTES:
-                    cut = utf8_boundary(buf, MAX_LINE_BYTES)
-                    lines.append(self._line(stream, bytes(buf[:cut])))
-                    del buf[:cut]
-                    self.pending_ts[stream] = timestamp
-                    continue
-                break
-            lines.append(self._line(stream, bytes(buf[:cut])))
-            del buf[: cut + 1]
-            self.pending_ts[stream] = timestamp
-        return lines
-
-    def flush(self) -> list[LogLine]:
-        lines = [self._line(s, bytes(b)) for s, b in self.pending.items() if b]
-        self.pending.clear()
-        return lines
-
-    def _line(self, stream: str, raw: bytes) -> LogLine:
-        text = raw.rstrip(b"\r").decode("utf-8", "replace")
-        return LogLine(stream=stream, text=text, timestamp=self.pending_ts.get(stream))
+def whole_characters(raw: bytes) -> int:
+    """The length of `raw` without a trailing, incomplete UTF-8 sequence."""
+    for back in range(1, min(4, len(raw)) + 1):
+        byte = raw[-back]
+        if byte & 0xC0 == 0x80:
+            continue  # a continuation byte: the sequence starts further back
+        need = (
+            2
+            if byte >> 5 == 0b110
+            else 3
+            if byte >> 4 == 0b1110
+            else 4
+            if byte >> 3 == 0b11110
+            else 1
+        )
+        return len(raw) - back if back < need else len(raw)
+    return len(raw)
 
 
 def truncate_utf8(text: str, limit: int = LOG_LINE_MAX_BYTES) -> str:
@@ -106,15 +118,187 @@ def tail_of(lines: Iterable[str], count: int = LOG_TAIL_LINES) -> list[str]:
     return [truncate_utf8(line) for line in deque(lines, maxlen=count)]
 
 
-def docker_since(timestamp: str) -> str:
-    """Docker's `since` parameter (seconds[.nanoseconds]) for an RFC 3339 timestamp."""
-    whole, _, fraction = timestamp.rstrip("Z").partition(".")
-    fraction = "".join(ch for ch in fraction if ch.isdigit())
-    moment = datetime.fromisoformat(whole + "+00:00")
-    return f"{int(moment.timestamp())}.{fraction.ljust(9, '0')[:9]}"
+def docker_since(timestamp: str, minus_ns: int = 0) -> str:
+    """Docker's `since` parameter (seconds.nanoseconds) for an RFC 3339 timestamp."""
+    total = timestamp_ns(timestamp) - minus_ns
+    return f"{total // 1_000_000_000}.{total % 1_000_000_000:09d}"
 
 
 def timestamp_ns(timestamp: str) -> int:
-    """Nanoseconds since the epoch, for ordering Docker's trimmed RFC 3339 timestamps."""
-    seconds, _, nanos = docker_since(timestamp).partition(".")
-    return int(seconds) * 1_000_000_000 + int(nanos)
+    """Nanoseconds since the epoch, for ordering Docker's RFC 3339 timestamps."""
+    whole, _, fraction = timestamp.rstrip("Z").partition(".")
+    digits = "".join(ch for ch in fraction if ch.isdigit())
+    moment = datetime.fromisoformat(whole + "+00:00")
+    return int(moment.timestamp()) * 1_000_000_000 + int(digits.ljust(9, "0")[:9])
+
+
+# ---- lines ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Partial:
+    """A line being assembled: at most `limit` bytes kept, the rest counted."""
+
+    limit: int
+    kept: bytearray = field(default_factory=bytearray)
+    cut: int = 0
+
+    def add(self, data: bytes) -> None:
+        room = self.limit - len(self.kept)
+        if len(data) <= room:
+            self.kept += data
+            return
+        # keep up to the cap; the first byte past it may split a character, so re-cut below
+        self.kept += data[: max(room, 0)]
+        self.cut += len(data) - max(room, 0)
+
+    def line(self, stream: str, timestamp: str | None) -> LogLine:
+        raw = bytes(self.kept)
+        cut = self.cut
+        if cut:  # the cap may have split the last character: it goes with the cut bytes
+            keep = whole_characters(raw)
+            cut += len(raw) - keep
+            raw = raw[:keep]
+        text = raw.rstrip(b"\r").decode("utf-8", "replace")
+        return LogLine(stream=stream, text=text, timestamp=timestamp, cut_bytes=cut)
+
+
+class Position(BaseModel):
+    timestamp: str
+    count: int  # entries of the stream at `timestamp` consumed, up to and including this one
+
+
+class LogCursor(BaseModel):
+    """How far a container's output has been forwarded; rides in the watch heartbeat."""
+
+    positions: dict[str, Position] = Field(default_factory=dict)  # per stream: last line's end
+    pending: dict[str, str] = Field(default_factory=dict)  # per stream: an unfinished line's start
+    horizon: str | None = None  # the latest entry read on any stream
+    lines: int = 0
+    bytes: int = 0
+    lines_cut: int = 0
+    bytes_cut: int = 0
+
+    def since(self) -> str | None:
+        """Where a resumed log stream must start so that no entry is missed (None: the start).
+
+        Every entry up to the horizon was read; what is not forwarded yet is an unfinished
+        line (re-read from its start) or comes after the horizon. Positions only say which
+        of the re-read entries to skip.
+        """
+        marks = list(self.pending.values())
+        if self.horizon is not None:
+            marks.append(self.horizon)
+        if not marks:
+            return None
+        return docker_since(min(marks, key=timestamp_ns), RESUME_MARGIN_NS)
+
+
+def _at_or_before(timestamp: str, count: int, position: Position) -> bool:
+    ours, theirs = timestamp_ns(timestamp), timestamp_ns(position.timestamp)
+    return ours < theirs or (ours == theirs and count <= position.count)
+
+
+class LineReader:
+    """Entries in, whole lines out, each line exactly once across resumed streams."""
+
+    def __init__(self, cursor: LogCursor | None = None, max_line_bytes: int = MAX_LINE_BYTES):
+        self.cursor = cursor.model_copy(deep=True) if cursor is not None else LogCursor()
+        self.max_line_bytes = max_line_bytes
+        self._seen: dict[str, tuple[str, int]] = {}  # per stream, in this pass: (stamp, count)
+        self._partial: dict[str, _Partial] = {}
+        self._partial_end: dict[str, tuple[str, int]] = {}
+
+    def resume(self) -> str | None:
+        """A new pass over the stream (after a cut): pieces of unfinished lines are re-read."""
+        self._seen.clear()
+        self._partial.clear()
+        self._partial_end.clear()
+        return self.cursor.since()
+
+    def feed(self, entry: Entry) -> list[LogLine]:
+        stream, stamp = entry.stream, entry.timestamp
+        if stamp is not None:
+            last = self._seen.get(stream)
+            count = last[1] + 1 if last is not None and last[0] == stamp else 1
+            self._seen[stream] = (stamp, count)
+            done = self.cursor.positions.get(stream)
+            if done is not None and _at_or_before(stamp, count, done):
+                return []  # forwarded by this attempt or an earlier one
+            horizon = self.cursor.horizon
+            if horizon is None or timestamp_ns(stamp) > timestamp_ns(horizon):
+                self.cursor.horizon = stamp
+        lines: list[LogLine] = []
+        data = entry.data
+        while data:
+            partial = self._partial.get(stream)
+            if partial is None:
+                partial = self._partial[stream] = _Partial(self.max_line_bytes)
+                if stamp is not None:
+                    self.cursor.pending[stream] = stamp
+            cut = data.find(b"\n")
+            piece, data = (data, b"") if cut < 0 else (data[:cut], data[cut + 1 :])
+            partial.add(piece)
+            if stamp is not None:
+                self._partial_end[stream] = (stamp, self._seen[stream][1])
+            if cut >= 0:
+                lines.append(self._complete(stream, stamp))
+        return lines
+
+    def finish(self) -> list[LogLine]:
+        """The container has exited: what is left of unfinished lines is a last line each."""
+        return [self._complete(stream, None) for stream in list(self._partial)]
+
+    def _complete(self, stream: str, stamp: str | None) -> LogLine:
+        partial = self._partial.pop(stream)
+        start = self.cursor.pending.pop(stream, None)
+        end = self._partial_end.pop(stream, None)
+        if end is not None:
+            self.cursor.positions[stream] = Position(timestamp=end[0], count=end[1])
+        line = partial.line(stream, start or stamp)
+        self.cursor.lines += 1
+        self.cursor.bytes += len(partial.kept) + partial.cut
+        if line.cut_bytes:
+            self.cursor.lines_cut += 1
+            self.cursor.bytes_cut += line.cut_bytes
+        return line
+
+
+def tail_lines(
+    read: Sequence[Entry], count: int = LOG_TAIL_LINES, *, whole_log: bool
+) -> list[str] | None:
+    """The last `count` lines of the entries Docker returned for `tail=N`; None if too few.
+
+    When the log may hold more than was read (`whole_log` false), the first line of each
+    stream may be the end of a longer one: it is dropped, and more entries are needed when
+    what remains is short of `count`.
+    """
+    partial: dict[str, _Partial] = {}
+    first_entry: dict[str, int] = {}
+    lines: list[tuple[int, str, str]] = []  # (index of the line's first entry, stream, text)
+    for index, entry in enumerate(read):
+        data = entry.data
+        while data:
+            if entry.stream not in partial:
+                partial[entry.stream] = _Partial(LOG_LINE_MAX_BYTES)
+                first_entry[entry.stream] = index
+            cut = data.find(b"\n")
+            piece, data = (data, b"") if cut < 0 else (data[:cut], data[cut + 1 :])
+            partial[entry.stream].add(piece)
+            if cut >= 0:
+                line = partial.pop(entry.stream).line(entry.stream, None)
+                lines.append((first_entry[entry.stream], entry.stream, line.text))
+    for stream, rest in partial.items():
+        lines.append((first_entry[stream], stream, rest.line(stream, None).text))
+    lines.sort(key=lambda item: item[0])
+    if not whole_log:
+        seen: set[str] = set()
+        kept: list[tuple[int, str, str]] = []
+        for item in lines:
+            if item[1] in seen:
+                kept.append(item)
+            seen.add(item[1])
+        if len(kept) < count:
+            return None
+        lines = kept
+    return tail_of((text for _, _, text in lines), count)

@@ -1,45 +1,58 @@
-"""The activities of one job run: resolve → ensure image → launch → watch, and stop.
+"""The activities of one job run: resolve → ensure image → launch → watch, and stop → finish.
 
-Every side effect of a run lives here. The workflow passes plain models; the Docker engine and
-`bigeye_agent.yml` are read fresh on every call, so a retried attempt or a restarted
-orchestrator picks up exactly where the last one left off.
+Every side effect of a run lives here; the workflow decides. The plan (from `resolve_job`) is
+the only reading of `bigeye_agent.yml` for a run. The container's ending is read once
+(`activities.ending.finalize`) and returned to the workflow, which records it in its history
+before `finish_run` removes the container: a lost reply or a new attempt reads it again.
+
+Errors are classified where they happen: what retrying cannot fix fails the attempt as
+non-retryable (the run ends `failed` with the engine's message); an engine that does not
+answer is retried, and a watched job survives an engine restart for `ENGINE_PATIENCE_SECONDS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiodocker
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import containers
-from activities.agents import JobPlan, Resolution, create_body, resolve
-from activities.exits import exit_reason
+from activities.agents import JobPlan, Resolution, resolve
+from activities.containers import NotManagedError
+from activities.docker_api import activity_error, describe, is_unreachable
+from activities.ending import docker_time, finalize, has_ended, stop_and_drain
 from activities.heartbeat import heartbeating
-from activities.images import ImageInfo, ImagePullError, ensure_image, registry_auth
-from activities.logstream import docker_since, tail_of, timestamp_ns
+from activities.images import ImageInfo, ImagePullError, Puller, registry_auth
+from activities.joblogs import OutputForwarder
+from activities.logstream import LineReader, LogCursor, timestamp_ns
 from activities.network import ensure_job_network
-from activities.policy import structural_violations
-from activities.slots import SlotGate
-from orchestrator.contract import RunStatus, parse_job_request
+from activities.slots import SlotGate, Waiter
+from orchestrator.contract import ContainerEnd, EndedBy, RunStatus, parse_job_request
 from orchestrator.hostconfig import ConfigError, HostConfig
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
 
+T = TypeVar("T")
 FOLLOW_WINDOW_SECONDS = 30.0
+ENGINE_PATIENCE_SECONDS = 300.0
+CONFIG_READS = 3  # a file caught mid-write by `sync` reads fine a moment later
+LAUNCH_SETTLE_SECONDS = 10.0
+NOT_MANAGED = "NotManaged"
 log = structlog.get_logger("bigeye.orchestrator.job")
 
 
-class Launched(BaseModel):
-    container_id: str
-    started_at: str
-    created: bool
+class Launch(BaseModel):
+    container_id: str | None = None  # None: no slot yet, the run waits for one
+    started_at: str | None = None
+    created: bool = False
 
 
 class WatchInput(BaseModel):
@@ -47,35 +60,47 @@ class WatchInput(BaseModel):
     container_id: str
 
 
-class Outcome(BaseModel):
-    status: RunStatus
-    exit_code: int | None
-    reason: str | None
-    started_at: str | None
-    finished_at: str | None
-    log_tail: list[str]
-    orchestrator_version: str = VERSION
-
-
 class WatchProgress(BaseModel):
     """What the watch activity heartbeats: enough for the next attempt to resume."""
 
     container_id: str
-    log_cursor: str | None = None
-    final: Outcome | None = None
+    cursor: LogCursor = Field(default_factory=LogCursor)
+    deadline_stop: bool = False  # the deadline passed and the container is being stopped
+    engine_lost: bool = False
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+class Watched(BaseModel):
+    ended_by: EndedBy | None  # None: a cancel of the run interrupted the watch
+    end: ContainerEnd | None = None
+    reason: str | None = None
+    engine_interrupted: bool = False
+    cursor: LogCursor | None = None
 
 
-def _docker_time(value: str | None) -> str | None:
-    if not value or value.startswith("0001-01-01"):
-        return None
-    return value
+class StopInput(BaseModel):
+    plan: JobPlan
+    container_id: str | None = None  # None: look it up by the run's name
+    cursor: LogCursor | None = None
 
 
-def _job_log(plan: JobPlan, container: str | None = None) -> Any:
+class Stopped(BaseModel):
+    end: ContainerEnd | None  # None: there was no container
+    stopped: bool  # False: it had already ended on its own
+
+
+class FinishInput(BaseModel):
+    plan: JobPlan
+    container_id: str | None
+    status: RunStatus
+    exit_code: int | None
+    reason: str | None
+
+
+class EngineGone(RuntimeError):
+    pass
+
+
+def job_log(plan: JobPlan, container: str | None = None) -> Any:
     return log.bind(
         host_id=plan.host_id,
         job_id=plan.request.job_id,
@@ -85,263 +110,323 @@ def _job_log(plan: JobPlan, container: str | None = None) -> Any:
     )
 
 
+def _not_ours(exc: NotManagedError) -> ApplicationError:
+    return ApplicationError(str(exc), type=NOT_MANAGED, non_retryable=True)
+
+
+def _progress_from(details: Any, container_id: str) -> WatchProgress:
+    if details and isinstance(details[0], dict):
+        with contextlib.suppress(ValueError):
+            progress = WatchProgress.model_validate(details[0])
+            if progress.container_id == container_id:
+                return progress
+    return WatchProgress(container_id=container_id)
+
+
 class JobActivities:
-    def __init__(self, settings: Settings, docker: aiodocker.Docker, gate: SlotGate) -> None:
+    def __init__(
+        self, settings: Settings, docker: aiodocker.Docker, gate: SlotGate, puller: Puller
+    ) -> None:
         self.settings = settings
         self.docker = docker
         self.gate = gate
-
-    def _load_host(self) -> HostConfig:
-        """The agent set as it is now; a broken file fails the attempt with its one line."""
-        try:
-            return self.settings.load_host()
-        except ConfigError as exc:
-            raise ApplicationError(str(exc), type="HostConfigInvalid") from None
+        self.puller = puller
 
     # ---- control activities (always have room) --------------------------------------------
 
     @activity.defn(name="resolve_job")
     async def resolve_job(self, raw_request: dict[str, Any]) -> Resolution:
         request = parse_job_request(raw_request)
-        host = self._load_host()
-        return resolve(request, host, self.settings.host_id)
+        info = activity.info()
+        try:
+            host = await self._agent_set()
+        except ConfigError as exc:
+            log.error("cannot read the agent set; run not started", error=str(exc),
+                      job_id=request.job_id, run_id=request.run_id)  # fmt: skip
+            return Resolution(outcome="rejected", message=f"{exc}: fix it and run the job again")
+        return resolve(
+            request,
+            host,
+            self.settings.host_id,
+            host_dir=self.settings.host_dir,
+            config_root=self.settings.config_path.parent,
+            version=VERSION,
+            workflow_id=info.workflow_id,
+            workflow_run_id=info.workflow_run_id or "",
+        )
+
+    async def _agent_set(self) -> HostConfig:
+        for attempt in range(1, CONFIG_READS + 1):
+            try:
+                return self.settings.load_host()
+            except ConfigError:
+                if attempt == CONFIG_READS:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
     @activity.defn(name="stop_container")
-    async def stop_container(self, plan: JobPlan) -> Outcome | None:
-        """Stop with the agent's grace, save exit code and log tail, remove. None if gone."""
-        jlog = _job_log(plan)
+    async def stop_container(self, job: StopInput) -> Stopped:
+        """Stop (SIGTERM, the agent's grace, SIGKILL) if it still runs, then read the ending."""
+        plan = job.plan
+        jlog = job_log(plan)
+        run_id = plan.request.run_id
         async with heartbeating(lambda: None):
-            info = await containers.inspect_ours(
-                self.docker, plan.container_name, plan.host_id, plan.request.run_id
-            )
-            if info is None:
-                return None
-            jlog.info("stopping job container", grace_seconds=plan.stop_grace_seconds)
-            await containers.stop(self.docker, info["Id"], plan.stop_grace_seconds)
-            outcome = await self._conclude(plan, info["Id"], "canceled", "canceled by request")
-            return outcome
+            try:
+                info = await containers.inspect_ours(
+                    self.docker, job.container_id or plan.container_name, plan.host_id, run_id
+                )
+                if info is None:
+                    return Stopped(end=None, stopped=False)
+                stopped = not has_ended(info)
+                if stopped:
+                    jlog.info("stopping job container", grace_seconds=plan.stop_grace_seconds)
+                    forwarder = OutputForwarder(
+                        self.docker, info["Id"], LineReader(job.cursor), jlog
+                    )
+                    await stop_and_drain(
+                        self.docker, info["Id"], plan.stop_grace_seconds, forwarder.drain
+                    )
+                    forwarder.summary()
+                end = await finalize(self.docker, info["Id"], plan.host_id, run_id)
+            except NotManagedError as exc:
+                raise _not_ours(exc) from None
+            except Exception as exc:
+                raise activity_error(exc, "stopping the job container") from None
+        self.gate.released()
+        return Stopped(end=end, stopped=stopped)
 
-    # ---- job activities (a slot is one running job) -----------------------------------------
+    @activity.defn(name="finish_run")
+    async def finish_run(self, job: FinishInput) -> None:
+        """Remove the container, whose ending the workflow has recorded, and log the result."""
+        plan = job.plan
+        jlog = job_log(plan, job.container_id[:12] if job.container_id else None)
+        if job.container_id is not None:
+            try:
+                info = await containers.inspect_ours(
+                    self.docker, job.container_id, plan.host_id, plan.request.run_id
+                )
+                if info is not None:
+                    await containers.remove(self.docker, info["Id"])
+            except NotManagedError as exc:
+                raise _not_ours(exc) from None
+            except Exception as exc:
+                raise activity_error(exc, "removing the job container") from None
+            self.gate.released()
+        jlog.info("job finished", status=job.status, exit_code=job.exit_code, reason=job.reason)
+
+    # ---- launch activities ----------------------------------------------------------------
 
     @activity.defn(name="ensure_image")
     async def ensure_image(self, plan: JobPlan) -> ImageInfo:
-        jlog = _job_log(plan)
+        jlog = job_log(plan)
         last: list[str] = []
-        host = self._load_host()
-        auth = registry_auth(plan.image, host.registry, self.settings.config_path.parent)
         async with heartbeating(lambda: {"status": last[-1] if last else None}):
             try:
-                return await ensure_image(self.docker, plan.image, auth, last.append)
+                auth = registry_auth(plan.registry)
+            except OSError as exc:
+                where = plan.registry.password_file if plan.registry else "?"
+                raise ApplicationError(
+                    f"cannot read the registry password file {where}: {exc.strerror}: fix "
+                    "registry.password_file in bigeye_agent.yml",
+                    type="RegistryLoginUnreadable",
+                    non_retryable=True,
+                ) from None
+            try:
+                image = await self.puller.ensure(plan.image, auth, last.append)
             except ImagePullError as exc:
                 jlog.error("image pull failed", image=plan.image, error=str(exc))
-                raise ApplicationError(str(exc), type="ImagePullFailed") from None
-            finally:
-                if last:
-                    jlog.info("image ready", image=plan.image, last_status=last[-1])
+                raise ApplicationError(
+                    str(exc), type="ImagePullFailed", non_retryable=exc.permanent
+                ) from None
+            except Exception as exc:
+                raise activity_error(exc, f"looking up image {plan.image}") from None
+        if last:
+            jlog.info("image pulled", image=plan.image, last_status=last[-1])
+        return image
 
     @activity.defn(name="launch_container")
-    async def launch_container(self, plan: JobPlan) -> Launched:
-        jlog = _job_log(plan)
-        host = self._load_host()
-        agent = host.agents.get(plan.request.agent)
-        if agent is None:
-            raise ApplicationError(
-                f"agent {plan.request.agent} was removed from the host's agent set",
-                type="AgentNotInstalled",
-                non_retryable=True,
-            )
-        body = create_body(plan, agent, host_dir=self.settings.host_dir, version=VERSION)
-        problems = structural_violations(
-            body,
-            host_id=self.settings.host_id,
-            host_dir=self.settings.host_dir,
-            name=plan.container_name,
+    async def launch_container(self, plan: JobPlan) -> Launch:
+        """Create and start the run's container, or adopt it; `Launch()` when no slot is free."""
+        info = activity.info()
+        waiter = Waiter(
+            run_id=plan.request.run_id,
+            agent=plan.request.agent,
+            agent_max=plan.max_concurrent,
+            workflow_id=info.workflow_id or "",
+            workflow_run_id=info.workflow_run_id or "",
         )
-        if problems:
-            raise ApplicationError(
-                "container spec breaks the policy: " + "; ".join(problems),
-                type="PolicyViolation",
-                non_retryable=True,
-            )
-
-        def waiting(total: int, per_agent: int) -> None:
-            activity.heartbeat({"waiting_for_slot": True})
-            jlog.debug("waiting for a job slot", running=total, running_of_agent=per_agent)
-
         async with heartbeating(lambda: {"container": plan.container_name}):
-            existing = await containers.inspect_ours(
-                self.docker, plan.container_name, plan.host_id, plan.request.run_id
+            work = asyncio.ensure_future(self._launch(plan, waiter))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # A create or start in flight lands before the cancel is acknowledged, so the
+                # workflow's stop, which looks the container up by name, finds it.
+                await asyncio.wait([work], timeout=LAUNCH_SETTLE_SECONDS)
+                if work.done() and not work.cancelled():
+                    work.exception()
+                raise
+
+    async def _launch(self, plan: JobPlan, waiter: Waiter) -> Launch:
+        jlog = job_log(plan)
+        run_id = plan.request.run_id
+        try:
+            info = await containers.inspect_ours(
+                self.docker, plan.container_name, plan.host_id, run_id
             )
-            if existing is None:
-                async with self.gate.admitted(
-                    self.docker,
-                    plan.host_id,
-                    plan.request.agent,
-                    plan.max_concurrent,
-                    waiting,
-                ):
-                    info = await self._create_and_start(plan, body)
-            else:
-                info = await self._create_and_start(plan, body)
-        launched = Launched(
+            created = False
+            if info is None:
+                async with self.gate.admission(waiter) as admitted:
+                    if not admitted:
+                        jlog.info("waiting for a job slot", slots=self.gate.max_jobs,
+                                  agent_max_concurrent=plan.max_concurrent)  # fmt: skip
+                        return Launch()
+                    await ensure_job_network(self.docker)
+                    info, created = await containers.create_or_adopt(
+                        self.docker, plan.container_name, plan.create_body, plan.host_id, run_id
+                    )
+            if info["State"].get("Status") == "created":
+                await containers.start(self.docker, info["Id"])
+                info = (
+                    await containers.inspect_ours(self.docker, info["Id"], plan.host_id, run_id)
+                    or info
+                )
+        except NotManagedError as exc:
+            raise _not_ours(exc) from None
+        except Exception as exc:
+            raise activity_error(exc, "launching the job container") from None
+        launched = Launch(
             container_id=info["Id"],
-            started_at=_docker_time(info["State"].get("StartedAt")) or _now(),
-            created=bool(info.get("_created")),
+            started_at=docker_time(info["State"].get("StartedAt")),
+            created=created,
         )
         jlog.info(
-            "job container started" if launched.created else "job container adopted",
-            container_id=launched.container_id[:12],
+            "job container started" if created else "job container adopted",
+            container_id=info["Id"][:12],
         )
         return launched
 
-    async def _create_and_start(self, plan: JobPlan, body: dict[str, Any]) -> dict[str, Any]:
-        await ensure_job_network(self.docker)
-        info, created = await containers.create_or_adopt(
-            self.docker, plan.container_name, body, plan.host_id, plan.request.run_id
-        )
-        if info["State"].get("Status") == "created":
-            await containers.start(self.docker, info["Id"])
-            refreshed = await containers.inspect_ours(
-                self.docker, info["Id"], plan.host_id, plan.request.run_id
-            )
-            info = refreshed or info
-        info["_created"] = created
-        return info
+    # ---- the watch (one per running job) -----------------------------------------------------
 
     @activity.defn(name="watch_container")
-    async def watch_container(self, job: WatchInput) -> Outcome:
+    async def watch_container(self, job: WatchInput) -> Watched:
+        """Forward the job's output until it exits (or its deadline stops it); read its ending."""
         plan = job.plan
-        progress = WatchProgress(container_id=job.container_id)
-        details = activity.info().heartbeat_details
-        if details:
-            progress = _progress_from(details[0], job.container_id)
-        jlog = _job_log(plan, job.container_id[:12])
-        if progress.final is not None:
-            return progress.final
-
+        progress = _progress_from(activity.info().heartbeat_details, job.container_id)
+        jlog = job_log(plan, job.container_id[:12])
+        reader = LineReader(progress.cursor)
+        progress.cursor = reader.cursor
+        forwarder = OutputForwarder(self.docker, job.container_id, reader, jlog)
         async with heartbeating(lambda: progress.model_dump(mode="json")):
-            info = await containers.inspect_ours(
-                self.docker, job.container_id, plan.host_id, plan.request.run_id
-            )
-            if info is None:
-                return Outcome(
-                    status="failed",
-                    exit_code=None,
-                    reason="the job container disappeared before its exit code was saved",
-                    started_at=None,
-                    finished_at=_now(),
-                    log_tail=[],
-                )
-            started_at = _docker_time(info["State"].get("StartedAt"))
-            started = timestamp_ns(started_at) / 1e9 if started_at else time.time()
-            deadline = started + plan.timeout_seconds
-            timed_out = False
-            while info["State"].get("Status") not in ("exited", "dead"):
-                remaining = deadline - time.time()
-                if remaining <= 0:
-                    timed_out = True
-                    jlog.warning("job timed out, stopping", timeout_seconds=plan.timeout_seconds)
-                    await containers.stop(self.docker, job.container_id, plan.stop_grace_seconds)
-                    break
-                try:
-                    async with asyncio.timeout(min(remaining, FOLLOW_WINDOW_SECONDS)):
-                        await self._forward_logs(progress, jlog, follow=True)
-                except TimeoutError:
-                    pass
-                # A log stream can end silently (engine restart, proxy idle cut): look again.
-                info = (
-                    await containers.inspect_ours(
-                        self.docker, job.container_id, plan.host_id, plan.request.run_id
-                    )
-                    or info
-                )
-                if info is None:
-                    break
-            await self._forward_logs(progress, jlog, follow=False)
-            status: RunStatus = "timed_out" if timed_out else "succeeded"
-            reason = f"timed out after {plan.timeout_seconds} s" if timed_out else None
-            outcome = await self._conclude(plan, job.container_id, status, reason, progress)
-            return outcome
+            try:
+                return await self._watch(plan, progress, forwarder, jlog)
+            except asyncio.CancelledError:
+                details = activity.cancellation_details()
+                if details is None or not details.cancel_requested:
+                    raise  # worker shutdown or a lost attempt: the job runs on; the next resumes
+                return Watched(ended_by=None, cursor=reader.cursor)
+            except NotManagedError as exc:
+                raise _not_ours(exc) from None
+            except EngineGone as exc:
+                return Watched(ended_by="failed", reason=str(exc), engine_interrupted=True)
+            except Exception as exc:
+                raise activity_error(exc, "watching the job container") from None
 
-    async def _forward_logs(self, progress: WatchProgress, jlog: Any, *, follow: bool) -> None:
-        cursor = timestamp_ns(progress.log_cursor) if progress.log_cursor else None
-        since = docker_since(progress.log_cursor) if progress.log_cursor else None
-        async for line in containers.follow_logs(
-            self.docker, progress.container_id, since=since, follow=follow
-        ):
-            if line.timestamp is not None:
-                stamp = timestamp_ns(line.timestamp)
-                if cursor is not None and stamp <= cursor:
-                    continue  # already forwarded by this or an earlier attempt
-                cursor = stamp
-                progress.log_cursor = line.timestamp
-            jlog.info(line.text, stream="agent", fd=line.stream)
+    async def _watch(
+        self, plan: JobPlan, progress: WatchProgress, forwarder: OutputForwarder, jlog: Any
+    ) -> Watched:
+        container_id = progress.container_id
+        run_id = plan.request.run_id
 
-    async def _conclude(
-        self,
-        plan: JobPlan,
-        container_id: str,
-        status: RunStatus,
-        reason: str | None,
-        progress: WatchProgress | None = None,
-    ) -> Outcome:
-        """Save exit code and log tail, then remove the container: in that order."""
-        info = await containers.inspect_ours(
-            self.docker, container_id, plan.host_id, plan.request.run_id
+        async def look() -> dict[str, Any] | None:
+            return await containers.inspect_ours(self.docker, container_id, plan.host_id, run_id)
+
+        info = await self._patiently(progress, jlog, look)
+        vanished = Watched(
+            ended_by="failed",
+            reason="the job container disappeared before its exit code was saved",
+            engine_interrupted=progress.engine_lost,
         )
         if info is None:
-            return Outcome(
-                status="failed" if status == "succeeded" else status,
-                exit_code=None,
-                reason=reason or "the job container disappeared before it was inspected",
-                started_at=None,
-                finished_at=_now(),
-                log_tail=[],
-            )
-        state = info["State"]
-        if state.get("Status") not in ("exited", "dead"):
-            await containers.stop(self.docker, container_id, plan.stop_grace_seconds)
-            info = await containers.inspect(self.docker, container_id) or info
-            state = info["State"]
-        exit_code = state.get("ExitCode")
-        oom = bool(state.get("OOMKilled"))
-        if status == "succeeded" and (exit_code != 0 or oom):
-            status = "failed"
-        if status == "failed":
-            reason = exit_reason(exit_code, oom)
-        elif status == "timed_out" and exit_code is not None:
-            reason = f"{reason} ({exit_reason(exit_code, oom) or 'exit 0'})"
-        lines = [
-            line.text
-            async for line in containers.follow_logs(
-                self.docker, container_id, since=None, follow=False, tail=50, timestamps=False
-            )
-        ]
-        outcome = Outcome(
-            status=status,
-            exit_code=exit_code,
-            reason=reason,
-            started_at=_docker_time(state.get("StartedAt")),
-            finished_at=_docker_time(state.get("FinishedAt")) or _now(),
-            log_tail=tail_of(lines),
+            return vanished
+        started_at = docker_time(info["State"].get("StartedAt"))
+        started = timestamp_ns(started_at) / 1e9 if started_at else time.time()
+        deadline = started + plan.timeout_seconds
+        while not has_ended(info):
+            remaining = deadline - time.time()
+            if remaining <= 0 or progress.deadline_stop:
+                if not progress.deadline_stop:
+                    jlog.warning("job timed out, stopping", timeout_seconds=plan.timeout_seconds)
+                    progress.deadline_stop = True
+                    activity.heartbeat(progress.model_dump(mode="json"))
+                await self._patiently(
+                    progress,
+                    jlog,
+                    lambda: stop_and_drain(
+                        self.docker, container_id, plan.stop_grace_seconds, forwarder.follow
+                    ),
+                )
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(remaining, FOLLOW_WINDOW_SECONDS)):
+                        await self._quietly(forwarder.follow)
+            # A log stream can end silently (engine restart, proxy idle cut): look again.
+            info = await self._patiently(progress, jlog, look)
+            if info is None:
+                return vanished
+        await self._patiently(progress, jlog, forwarder.drain)
+        end = await self._patiently(
+            progress, jlog, lambda: finalize(self.docker, container_id, plan.host_id, run_id)
         )
-        if progress is not None:
-            progress.final = outcome
-            activity.heartbeat(progress.model_dump(mode="json"))
-        await containers.remove(self.docker, container_id)
+        if end is None:
+            return vanished
+        forwarder.summary()
         self.gate.released()
-        _job_log(plan, container_id[:12]).info(
-            "job finished", status=outcome.status, exit_code=exit_code, reason=outcome.reason
+        jlog.info("job container exited", exit_code=end.exit_code, oom_killed=end.oom_killed)
+        return Watched(
+            ended_by="deadline" if progress.deadline_stop else "exited",
+            end=end,
+            engine_interrupted=progress.engine_lost,
         )
-        return outcome
 
-
-def _progress_from(raw: Any, container_id: str) -> WatchProgress:
-    if isinstance(raw, dict):
+    @staticmethod
+    async def _quietly(follow: Callable[[], Awaitable[None]]) -> None:
+        """A log stream that breaks is only a cue to look at the container again."""
         try:
-            progress = WatchProgress.model_validate(raw)
-            if progress.container_id == container_id:
-                return progress
-        except ValueError:
-            pass
-    return WatchProgress(container_id=container_id)
+            await follow()
+        except Exception as exc:
+            if not is_unreachable(exc) and not isinstance(exc, aiodocker.DockerError):
+                raise
+
+    @staticmethod
+    async def _patiently(progress: WatchProgress, jlog: Any, call: Callable[[], Awaitable[T]]) -> T:
+        """A watched job outlives an engine restart: calls are retried while it is away."""
+        lost_since: float | None = None
+        delay = 1.0
+        while True:
+            try:
+                result = await call()
+            except Exception as exc:
+                transient = is_unreachable(exc) or (
+                    isinstance(exc, aiodocker.DockerError) and exc.status >= 500
+                )
+                if not transient:
+                    raise
+                progress.engine_lost = True
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    jlog.warning("Docker engine unreachable; waiting for it", error=describe(exc))
+                if now - lost_since > ENGINE_PATIENCE_SECONDS:
+                    raise EngineGone(
+                        f"the Docker engine was unreachable for {ENGINE_PATIENCE_SECONDS:.0f} s "
+                        f"while the job ran ({describe(exc)}); the job's end is unknown"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if lost_since is not None:
+                jlog.info("Docker engine reachable again",
+                          after_seconds=round(time.monotonic() - lost_since, 1))  # fmt: skip
+            return result

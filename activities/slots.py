@@ -1,64 +1,152 @@
-"""Admission: how many job containers may exist at once, on the host and per agent.
+"""The slot: how many job containers may exist at once, on the host and per agent.
 
 The Docker engine is the source of truth (labelled containers that are created or running),
 so the count survives an orchestrator restart; a process lock makes count-then-create atomic
 within the one orchestrator a host runs.
+
+A run that finds no room does not wait here: `admission` says so at once and remembers the
+run as a waiter, and the run's workflow waits on a timer, holding neither a slot nor a worker
+slot (so one busy agent never delays another's jobs). When a slot frees, waiters are offered
+it in the order they arrived: an offer holds the slot for a short while, and the waiter's
+workflow is signalled to come back for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiodocker
+import structlog
 
 from activities.containers import list_managed
-from orchestrator.contract import LABEL_AGENT
+from orchestrator.contract import LABEL_AGENT, LABEL_RUN_ID
 
 ACTIVE_STATES = frozenset({"created", "running", "restarting", "paused", "removing"})
-RECHECK_SECONDS = 2.0
+OFFER_SECONDS = 20.0
+log = structlog.get_logger("bigeye.orchestrator.slots")
+
+
+@dataclass(frozen=True)
+class Waiter:
+    run_id: str  # the run's `run_id` (the contract's), one waiter per run
+    agent: str
+    agent_max: int
+    workflow_id: str
+    workflow_run_id: str
+
+
+Wake = Callable[[Waiter], Awaitable[bool]]  # False: the run is gone (nobody to offer to)
 
 
 class SlotGate:
-    def __init__(self, max_jobs: int) -> None:
-        self.max_jobs = max_jobs
-        self._lock = asyncio.Lock()
-        self._changed = asyncio.Event()
-
-    def released(self) -> None:
-        """A job container went away: waiting launches re-count now rather than later."""
-        self._changed.set()
-
-    async def used(self, docker: aiodocker.Docker, host_id: str) -> list[dict[str, Any]]:
-        containers = await list_managed(docker, host_id)
-        return [c for c in containers if c.get("State") in ACTIVE_STATES]
-
-    @contextlib.asynccontextmanager
-    async def admitted(
+    def __init__(
         self,
         docker: aiodocker.Docker,
         host_id: str,
-        agent: str,
-        agent_max: int,
-        on_wait: Callable[[int, int], None],
-    ) -> AsyncIterator[None]:
-        """Holds the gate while the caller creates and starts its container."""
-        while True:
-            await self._lock.acquire()
-            try:
-                active = await self.used(docker, host_id)
-                per_agent = sum(
-                    1 for c in active if (c.get("Labels") or {}).get(LABEL_AGENT) == agent
-                )
-                if len(active) < self.max_jobs and per_agent < agent_max:
-                    yield
-                    return
-            finally:
-                self._lock.release()
-            on_wait(len(active), per_agent)
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RECHECK_SECONDS):
-                    await self._changed.wait()
+        max_jobs: int,
+        wake: Wake | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.docker = docker
+        self.host_id = host_id
+        self.max_jobs = max_jobs
+        self.wake = wake
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._waiters: dict[str, Waiter] = {}  # in arrival order
+        self._offers: dict[str, tuple[str, float]] = {}  # run id → (agent, expires at)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def used(self) -> list[dict[str, Any]]:
+        """This host's job containers that hold a slot."""
+        containers = await list_managed(self.docker, self.host_id)
+        return [c for c in containers if c.get("State") in ACTIVE_STATES]
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    @contextlib.asynccontextmanager
+    async def admission(self, waiter: Waiter) -> AsyncIterator[bool]:
+        """True: there is room, create the container inside the block. False: wait."""
+        async with self._lock:
+            active = await self._active()
+            self._offer(active, caller=waiter.run_id)
+            admitted = self._room(active, waiter, own_offer=True)
+            if admitted:
+                self._waiters.pop(waiter.run_id, None)
+                self._offers.pop(waiter.run_id, None)
+            else:
+                self._waiters.setdefault(waiter.run_id, waiter)
+            yield admitted
+
+    def released(self) -> None:
+        """A job container stopped or went away: offer its slot now rather than later."""
+        if self._waiters:
+            self._spawn(self._offer_now())
+
+    def forget(self, run_id: str) -> None:
+        self._waiters.pop(run_id, None)
+        self._offers.pop(run_id, None)
+
+    async def _offer_now(self) -> None:
+        async with self._lock:
+            self._offer(await self._active())
+
+    async def _active(self) -> dict[str, str]:
+        """run id → agent of every job container holding a slot."""
+        found: dict[str, str] = {}
+        for item in await self.used():
+            labels = item.get("Labels") or {}
+            found[str(labels.get(LABEL_RUN_ID) or item.get("Id"))] = str(labels.get(LABEL_AGENT))
+        return found
+
+    def _holders(self, active: dict[str, str], exclude: str | None) -> dict[str, str]:
+        now = self.clock()
+        for run_id, (_, expires) in list(self._offers.items()):
+            if expires <= now:
+                del self._offers[run_id]
+        holders = dict(active)
+        for run_id, (agent, _) in self._offers.items():
+            if run_id != exclude:
+                holders.setdefault(run_id, agent)
+        return holders
+
+    def _room(self, active: dict[str, str], waiter: Waiter, *, own_offer: bool) -> bool:
+        holders = self._holders(active, waiter.run_id if own_offer else None)
+        holders.pop(waiter.run_id, None)
+        of_agent = sum(1 for agent in holders.values() if agent == waiter.agent)
+        return len(holders) < self.max_jobs and of_agent < waiter.agent_max
+
+    def _offer(self, active: dict[str, str], caller: str | None = None) -> None:
+        """Free slots go to the waiters in arrival order, as far as their agents allow.
+
+        The `caller` is asking in person: it needs no signal.
+        """
+        for waiter in list(self._waiters.values()):
+            if waiter.run_id in self._offers or not self._room(active, waiter, own_offer=False):
+                continue
+            self._offers[waiter.run_id] = (waiter.agent, self.clock() + OFFER_SECONDS)
+            del self._waiters[waiter.run_id]
+            if self.wake is not None and waiter.run_id != caller:
+                self._spawn(self._signal(waiter))
+
+    async def _signal(self, waiter: Waiter) -> None:
+        delivered = False
+        with contextlib.suppress(Exception):  # a lost offer only expires: the run re-checks
+            assert self.wake is not None
+            delivered = await self.wake(waiter)
+        if not delivered:
+            self._offers.pop(waiter.run_id, None)
+            log.debug("slot offer not delivered", run_id=waiter.run_id)
+            self.released()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

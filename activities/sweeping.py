@@ -1,11 +1,14 @@
-"""Orphan sweeping in two phases: mark, then remove after a grace period.
+"""Orphan sweeping in two phases: mark, then stop and remove after a grace period.
 
-A job container is an orphan when its run's workflow is no longer open: Bigeye terminated it,
-its execution timeout ended it, or it finished while the container could not be removed. The
-first sweep that sees an orphan only marks it; a later one, at least `grace` seconds on, stops
-it (SIGTERM, the grace, SIGKILL), logs its exit code and last lines, and removes it. Docker
-labels are immutable, so the mark lives in the sweeper; a restarted orchestrator marks again,
-which only ever delays a removal.
+A job container is an orphan when the run it belongs to is no longer open: Bigeye terminated
+it, its execution timeout ended it, or it finished while the container could not be removed.
+Liveness is decided per run, not per job: a newer run of the same job being open does not keep
+an older run's container alive. When Temporal cannot answer, nothing is decided.
+
+The first sweep that sees an orphan only marks it; a later one, at least `grace` seconds on,
+stops it (SIGTERM, its agent's grace, SIGKILL), logs its ending (the only record an orphan has
+left) and removes it. Docker labels are immutable, so the mark lives in the sweeper; a
+restarted orchestrator marks again, which only ever delays a removal.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import aiodocker
 import structlog
 
 from activities import containers
-from activities.logstream import tail_of
-from orchestrator.contract import LABEL_JOB_ID, LABEL_RUN_ID, LABEL_WORKFLOW_ID
+from activities.ending import finalize, has_ended, stop_and_drain
+from orchestrator.contract import LABEL_AGENT, LABEL_JOB_ID, LABEL_RUN_ID
 
 log = structlog.get_logger("bigeye.orchestrator.sweep")
-STOP_GRACE_SECONDS = 10
+ORPHAN_TAIL_LINES = 20
 
-RunIsOpen = Callable[[str], Awaitable[bool | None]]  # None: cannot tell now (Temporal away)
+# labels of a job container → is its run open? None: cannot tell now (Temporal away)
+RunIsLive = Callable[[dict[str, str]], Awaitable[bool | None]]
 
 
 class Sweeper:
@@ -32,14 +36,18 @@ class Sweeper:
         self,
         docker: aiodocker.Docker,
         host_id: str,
-        run_is_open: RunIsOpen,
+        run_is_live: RunIsLive,
         grace_seconds: float,
+        stop_grace: Callable[[str], int] = lambda agent: 10,
+        on_removed: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.docker = docker
         self.host_id = host_id
-        self.run_is_open = run_is_open
+        self.run_is_live = run_is_live
         self.grace_seconds = grace_seconds
+        self.stop_grace = stop_grace
+        self.on_removed = on_removed
         self.clock = clock
         self.marked: dict[str, float] = {}
 
@@ -51,10 +59,10 @@ class Sweeper:
             container_id = str(item["Id"])
             labels: dict[str, str] = item.get("Labels") or {}
             seen.add(container_id)
-            is_open = await self.run_is_open(labels.get(LABEL_WORKFLOW_ID, ""))
-            if is_open is None:
+            live = await self.run_is_live(labels)
+            if live is None:
                 continue  # no verdict without Temporal: leave the mark as it is
-            if is_open:
+            if live:
                 self.marked.pop(container_id, None)
                 continue
             fields = _fields(item, labels)
@@ -68,35 +76,32 @@ class Sweeper:
                 continue
             if self.clock() - self.marked[container_id] < self.grace_seconds:
                 continue
-            await self._remove(container_id, fields)
+            await self._remove(container_id, labels.get(LABEL_AGENT, ""), fields)
             self.marked.pop(container_id, None)
             removed.append(container_id)
         for gone in set(self.marked) - seen:
             del self.marked[gone]
         return removed
 
-    async def _remove(self, container_id: str, fields: dict[str, Any]) -> None:
+    async def _remove(self, container_id: str, agent: str, fields: dict[str, Any]) -> None:
         info = await containers.inspect_ours(self.docker, container_id, self.host_id)
         if info is None:
             return
-        if info["State"].get("Status") not in ("exited", "dead", "created"):
-            await containers.stop(self.docker, container_id, STOP_GRACE_SECONDS)
-            info = await containers.inspect(self.docker, container_id) or info
-        lines = [
-            line.text
-            async for line in containers.follow_logs(
-                self.docker, container_id, since=None, follow=False, tail=20, timestamps=False
+        if not has_ended(info):
+            await stop_and_drain(self.docker, container_id, self.stop_grace(agent))
+        end = await finalize(self.docker, container_id, self.host_id)
+        if end is not None:
+            log.warning(
+                "orphan job container swept",
+                exit_code=end.exit_code,
+                oom_killed=end.oom_killed,
+                started_at=end.started_at,
+                finished_at=end.finished_at,
+                log_tail=end.log_tail[-ORPHAN_TAIL_LINES:],
+                **fields,
             )
-        ]
-        # saved first (in the log, the only record an orphan has left), then removed
-        log.warning(
-            "orphan job container swept",
-            exit_code=info["State"].get("ExitCode"),
-            oom_killed=bool(info["State"].get("OOMKilled")),
-            log_tail=tail_of(lines, 20),
-            **fields,
-        )
         await containers.remove(self.docker, container_id)
+        self.on_removed()
 
 
 def _fields(item: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
@@ -105,4 +110,5 @@ def _fields(item: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
         "state": item.get("State"),
         "job_id": labels.get(LABEL_JOB_ID),
         "run_id": labels.get(LABEL_RUN_ID),
+        "agent": labels.get(LABEL_AGENT),
     }

@@ -44,6 +44,9 @@ LABEL_JOB_ID: Final = f"{LABEL_PREFIX}.job-id"
 LABEL_RUN_ID: Final = f"{LABEL_PREFIX}.run-id"
 LABEL_AGENT: Final = f"{LABEL_PREFIX}.agent"
 LABEL_WORKFLOW_ID: Final = f"{LABEL_PREFIX}.workflow-id"
+# Temporal's run id of the workflow execution that created the container (an extension of §4):
+# with the workflow id it names the one run a container belongs to.
+LABEL_WORKFLOW_RUN_ID: Final = f"{LABEL_PREFIX}.workflow-run-id"
 LABEL_VERSION: Final = f"{LABEL_PREFIX}.orchestrator-version"
 JOB_NETWORK: Final = "bigeye-jobs"
 INTERNAL_NETWORK: Final = "orchestrator-internal"
@@ -85,6 +88,15 @@ def launch_queue(host_task_queue: str) -> str:
 def watch_queue(host_task_queue: str) -> str:
     """Internal: where a host's container-watch activities run (never used by Bigeye)."""
     return f"{host_task_queue}.watch"
+
+
+# Internal: the orchestrator tells a run waiting for a slot that one is free (never sent by Bigeye).
+SLOT_SIGNAL: Final = "slot-available"
+
+
+def host_id_of(host_task_queue: str) -> str:
+    """The host id in `agent-orchestrator.<host_id>`."""
+    return host_task_queue.removeprefix("agent-orchestrator.")
 
 
 def job_workflow_id(job_id: str) -> str:
@@ -268,6 +280,115 @@ class HostStatus(_Plain):
 
 class HeartbeatStart(_Plain):
     host_id: str
+
+
+# ---- how a run ended ----------------------------------------------------------------------
+#
+# One ending per run: what the container left is read once (`ContainerEnd`), recorded in the
+# workflow's history before the container is removed, and one pure function below turns how
+# the run ended plus that record into the `JobRunResult`.
+
+EndedBy = Literal["exited", "deadline", "canceled", "failed"]
+
+
+class ContainerEnd(_Plain):
+    """What a stopped job container left behind: exit code, OOM flag, times, exact log tail."""
+
+    container_id: str
+    state: str  # Docker's State.Status: exited | dead | created (never started)
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: str | None = None
+    finished_at: str | None = None
+    log_tail: list[str] = Field(default_factory=list)
+
+
+_EXIT_REASONS: Final = {
+    125: "the container failed to run (exit 125)",
+    126: "the command could not be invoked (exit 126)",
+    127: "the command was not found in the image (exit 127)",
+    137: "killed: SIGKILL (exit 137)",
+    143: "terminated: SIGTERM (exit 143)",
+}
+
+
+def exit_reason(exit_code: int | None, oom_killed: bool = False) -> str | None:
+    """None for a clean exit; otherwise why the container ended as it did."""
+    if oom_killed:
+        code = exit_code if exit_code is not None else 137
+        return f"killed: out of memory (exit {code})"
+    if exit_code is None:
+        return "the container's exit code is unknown"
+    if exit_code == 0:
+        return None
+    if exit_code in _EXIT_REASONS:
+        return _EXIT_REASONS[exit_code]
+    if 128 < exit_code < 160:
+        return f"killed by signal {exit_code - 128} (exit {exit_code})"
+    return f"exited with code {exit_code}"
+
+
+ENGINE_INTERRUPTED: Final = "the Docker engine restarted or was unreachable during the run"
+
+
+def job_result(
+    *,
+    request: JobRunRequest,
+    host_id: str,
+    image: str,
+    image_id: str | None,
+    image_digest: str | None,
+    ended_by: EndedBy,
+    end: ContainerEnd | None,
+    reason: str | None,
+    timeout_seconds: int,
+    finished_at: str,
+    orchestrator_version: str,
+    engine_interrupted: bool = False,
+) -> JobRunResult:
+    """The run's result from how it ended and what its container left (None: no container).
+
+    `reason` is what the workflow knows besides the container: the error of a run that failed
+    before or around its container, or a clean-up that did not happen.
+    """
+    ran = end is not None and end.state != "created"
+    exit_code = end.exit_code if end is not None and ran else None
+    oom = bool(end and end.oom_killed)
+    status: RunStatus
+    if ended_by == "exited" and ran and exit_code == 0 and not oom:
+        status, why = "succeeded", None
+    elif ended_by == "exited" and ran:
+        status, why = "failed", exit_reason(exit_code, oom)
+        if engine_interrupted:
+            why = f"{why} ({ENGINE_INTERRUPTED})"
+    elif ended_by == "deadline":
+        status, why = "timed_out", f"timed out after {timeout_seconds} s"
+        if ran:
+            why = f"{why} ({exit_reason(exit_code, oom) or 'exit 0'})"
+    elif ended_by == "canceled":
+        status, why = "canceled", "canceled by request"
+    else:
+        status = "failed"
+        why = (exit_reason(exit_code, oom) if ran else None) or "the run failed"
+    if reason:
+        why = reason if ended_by == "failed" or why is None else f"{why}; {reason}"
+    return JobRunResult(
+        job_id=request.job_id,
+        run_id=request.run_id,
+        host_id=host_id,
+        agent=request.agent,
+        status=status,
+        exit_code=exit_code,
+        reason=why,
+        image=image,
+        image_id=image_id,
+        image_digest=image_digest,
+        container_name=container_name(request.job_id, request.run_id),
+        started_at=end.started_at if end is not None and ran else None,
+        finished_at=(end.finished_at if end is not None and ran else None) or finished_at,
+        log_tail=end.log_tail if end is not None else [],
+        orchestrator_version=orchestrator_version,
+    )
 
 
 # Defaults that Bigeye's side also needs (execution timeout of a run = queue wait + this).

@@ -1,11 +1,13 @@
 """The host heartbeat: `HostStatus` to Bigeye every 30 s by signal-with-start.
 
-A failed heartbeat is logged and retried at the next tick; it is never fatal.
+A failed heartbeat is retried at the next tick; it is never fatal. The log says when the first
+one is delivered, when they start failing and when they are delivered again.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
@@ -18,9 +20,10 @@ from orchestrator.contract import (
     HeartbeatStart,
     heartbeat_workflow_id,
 )
-from orchestrator.pauses import pause
+from orchestrator.pauses import Outage, pause
 
 log = structlog.get_logger("bigeye.orchestrator.heartbeat")
+RPC_TIMEOUT = timedelta(seconds=10)  # a frozen frontend must not hold the loop (or a shutdown)
 
 
 async def send_heartbeat(client: Client, host: HostActivities) -> None:
@@ -32,24 +35,23 @@ async def send_heartbeat(client: Client, host: HostActivities) -> None:
         task_queue=CONTROL_PLANE_TASK_QUEUE,
         start_signal=HEARTBEAT_SIGNAL,
         start_signal_args=[status.model_dump(mode="json")],
+        rpc_timeout=RPC_TIMEOUT,
     )
 
 
 async def heartbeat_loop(
     client: Client, host: HostActivities, every: float, stop: asyncio.Event
 ) -> None:
-    failures = 0
+    outage = Outage(log, "heartbeat failed; retrying", "heartbeat delivered again")
+    delivered = False
     while not stop.is_set():
         try:
             await send_heartbeat(client, host)
-            if failures:
-                log.info("heartbeat delivered again", after_failures=failures)
-            failures = 0
-        except Exception as exc:  # logged and retried at the next tick
-            failures += 1
-            log.warning(
-                "heartbeat failed; retrying",
-                error=str(exc).splitlines()[0][:300],
-                failures=failures,
-            )
+        except Exception as exc:  # retried at the next tick
+            outage.failed(str(exc).splitlines()[0][:300] or type(exc).__name__, every)
+        else:
+            outage.succeeded()
+            if not delivered:
+                log.info("heartbeat delivered", every_seconds=every)
+                delivered = True
         await pause(stop, every)

@@ -2,37 +2,46 @@
 
 Three workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries the
 workflows and the short control activities; its siblings `.launch` and `.watch` carry the job
-activities, so control work always has room. The number of job containers that exist at once
-is bounded by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`).
+activities, so control work always has room. How many job containers exist at once is bounded
+by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`), never by a
+worker slot: a run that waits for a slot waits in its workflow.
+
+Start-up never crash-loops: Temporal and Docker are retried with backoff, and a failed first
+sweep is only logged. SIGTERM stops polling and leaves job containers running (a restarted
+orchestrator re-adopts them); the process exits within `EXIT_DEADLINE_SECONDS` whatever state
+its dependencies are in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
+import sys
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import aiodocker
 import structlog
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
 from activities.hoststatus import HostActivities
+from activities.images import Puller
 from activities.runs import JobActivities
-from activities.slots import SlotGate
-from activities.sweeping import RunIsOpen, Sweeper
+from activities.slots import SlotGate, Waiter, Wake
+from activities.sweeping import Sweeper
 from orchestrator.connection import connect, make_runtime
-from orchestrator.contract import (
-    launch_queue,
-    task_queue,
-    watch_queue,
-)
+from orchestrator.contract import SLOT_SIGNAL, launch_queue, task_queue, watch_queue
 from orchestrator.health import HealthState, serve_health
 from orchestrator.heartbeat import heartbeat_loop
-from orchestrator.pauses import pause, until_stopped
+from orchestrator.hostconfig import ConfigError
+from orchestrator.liveness import run_checker
+from orchestrator.pauses import Outage, pause, until_stopped
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
 from workflows.agent_job import AgentJobRun
@@ -41,8 +50,12 @@ from workflows.host_ping import HostPing
 log = structlog.get_logger("bigeye.orchestrator")
 
 SHUTDOWN_GRACE = timedelta(seconds=3)
+WORKERS_STOP_SECONDS = 5.0
+EXIT_DEADLINE_SECONDS = 9.0
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 CONTROL_ACTIVITY_SLOTS = 64
+SIGNAL_TIMEOUT = timedelta(seconds=5)
+DEFAULT_STOP_GRACE = 10
 
 
 def build_workers(
@@ -59,7 +72,7 @@ def build_workers(
             client,
             task_queue=task_queue(settings.host_id),
             workflows=[AgentJobRun, HostPing],
-            activities=[acts.resolve_job, acts.stop_container, host.host_status],
+            activities=[acts.resolve_job, acts.stop_container, acts.finish_run, host.host_status],
             max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
             **common,  # type: ignore[arg-type]
         ),
@@ -67,7 +80,7 @@ def build_workers(
             client,
             task_queue=launch_queue(task_queue(settings.host_id)),
             activities=[acts.ensure_image, acts.launch_container],
-            max_concurrent_activities=slots + 4,
+            max_concurrent_activities=max(2 * slots, 16),
             **common,  # type: ignore[arg-type]
         ),
         Worker(
@@ -80,31 +93,57 @@ def build_workers(
     ]
 
 
-def run_checker(client: Client) -> RunIsOpen:
-    """Whether a job's workflow is still open; None when Temporal cannot say right now."""
+def slot_waker(client: Client) -> Wake:
+    """Tells a waiting run that a slot is held for it; False when the run is gone."""
 
-    async def run_is_open(workflow_id: str) -> bool | None:
-        if not workflow_id:
-            return False
+    async def wake(waiter: Waiter) -> bool:
+        handle = client.get_workflow_handle(waiter.workflow_id, run_id=waiter.workflow_run_id)
         try:
-            description = await client.get_workflow_handle(workflow_id).describe()
-        except RPCError as exc:
-            return False if exc.status == RPCStatusCode.NOT_FOUND else None
-        return description.status == WorkflowExecutionStatus.RUNNING
+            await handle.signal(SLOT_SIGNAL, rpc_timeout=SIGNAL_TIMEOUT)
+        except Exception:
+            return False
+        return True
 
-    return run_is_open
+    return wake
+
+
+def stop_grace_of(settings: Settings) -> Callable[[str], int]:
+    """An orphan's stop grace: its agent's `stop_grace_seconds`, read when it is swept."""
+
+    def grace(agent: str) -> int:
+        try:
+            config = settings.load_host().agents.get(agent)
+        except ConfigError:
+            config = None
+        return config.stop_grace_seconds if config is not None else DEFAULT_STOP_GRACE
+
+    return grace
 
 
 async def sweep_loop(sweeper: Sweeper, every: float, stop: asyncio.Event) -> None:
-    """Phase one ran at start-up; every pass after it marks new orphans, removes old ones."""
+    """Every pass marks new orphans and removes the ones marked at least a grace ago."""
+    outage = Outage(log, "orphan sweep failed; retrying", "orphan sweep works again")
     while not stop.is_set():
-        await pause(stop, every)
-        if stop.is_set():
-            return
         try:
             await sweeper.sweep()
         except Exception as exc:  # a failed pass is retried at the next one
-            log.warning("orphan sweep failed; retrying", error=describe(exc))
+            outage.failed(describe(exc), every)
+        else:
+            outage.succeeded()
+        await pause(stop, every)
+
+
+def exit_deadline(seconds: float) -> threading.Timer:
+    """A backstop: whatever is stuck (a frozen frontend, a wedged engine), the process exits."""
+
+    def leave() -> None:
+        log.warning("shutdown overran its deadline; exiting now", deadline_seconds=seconds)
+        sys.stdout.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, leave)
+    timer.daemon = True
+    return timer
 
 
 async def run_daemon(settings: Settings) -> int:
@@ -113,8 +152,15 @@ async def run_daemon(settings: Settings) -> int:
     health_server = await serve_health(settings.health_addr, health)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    deadline = exit_deadline(EXIT_DEADLINE_SECONDS)
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()
+            deadline.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     log.info("starting", version=VERSION, temporal=settings.temporal_address)
     client = await _until_connected(settings, stop)
@@ -127,14 +173,24 @@ async def run_daemon(settings: Settings) -> int:
         if version is None:
             return 0
         health.docker_version = version
+        gate = SlotGate(
+            docker, settings.host_id, settings.max_concurrent_jobs, wake=slot_waker(client)
+        )
+        sweeper = Sweeper(
+            docker,
+            settings.host_id,
+            run_checker(client),
+            settings.orphan_grace_seconds,
+            stop_grace=stop_grace_of(settings),
+            on_removed=gate.released,
+        )
         # Reconcile before polling: open runs' containers are left to their activities (which
         # adopt them); the others are marked for sweeping.
-        sweeper = Sweeper(
-            docker, settings.host_id, run_checker(client), settings.orphan_grace_seconds
-        )
-        await sweeper.sweep()
-        gate = SlotGate(settings.max_concurrent_jobs)
-        acts = JobActivities(settings, docker, gate)
+        try:
+            await sweeper.sweep()
+        except Exception as exc:
+            log.warning("start-up sweep failed; the next pass retries", error=describe(exc))
+        acts = JobActivities(settings, docker, gate, Puller(docker))
         host = HostActivities(settings, docker, gate, lambda: health.polling)
         workers = build_workers(client, settings, acts, host)
         tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -142,7 +198,7 @@ async def run_daemon(settings: Settings) -> int:
         beating = asyncio.create_task(
             heartbeat_loop(client, host, settings.heartbeat_seconds, stop)
         )
-        sweeping = asyncio.create_task(sweep_loop(sweeper, settings.sweep_seconds, stop))
+        sweeping = asyncio.create_task(_sweep_after(sweeper, settings.sweep_seconds, stop))
         log.info(
             "polling",
             task_queue=task_queue(settings.host_id),
@@ -156,14 +212,29 @@ async def run_daemon(settings: Settings) -> int:
             log.error("worker stopped", error=str(task.exception()))
         # SIGTERM: stop polling, leave job containers running; a restart re-adopts them.
         log.info("shutting down: job containers keep running and will be re-adopted")
-        stop.set()
-        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
-        await asyncio.gather(beating, sweeping, return_exceptions=True)
+        on_signal()
+        for task in (beating, sweeping):
+            task.cancel()
+        try:
+            async with asyncio.timeout(WORKERS_STOP_SECONDS):
+                await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        except TimeoutError:
+            log.warning("workers did not stop in time; leaving them", seconds=WORKERS_STOP_SECONDS)
+        await asyncio.wait([beating, sweeping], timeout=1.0)
         stopped.cancel()
         return 1 if failed else 0
     finally:
-        await docker.close()
-        await health_server.cleanup()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await docker.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await health_server.cleanup()
+
+
+async def _sweep_after(sweeper: Sweeper, every: float, stop: asyncio.Event) -> None:
+    await pause(stop, every)  # the start-up sweep was the first pass
+    await sweep_loop(sweeper, every, stop)
 
 
 async def _until_connected(settings: Settings, stop: asyncio.Event) -> Client | None:
@@ -174,15 +245,14 @@ async def _until_connected(settings: Settings, stop: asyncio.Event) -> Client | 
         log.info("connected to Temporal", namespace=settings.namespace)
         return client
 
-    def failed(exc: Exception, delay: float) -> None:
-        log.error(
-            "cannot connect to Temporal; retrying",
-            address=settings.temporal_address,
-            error=str(exc).splitlines()[0][:300],
-            retry_in_seconds=delay,
-        )
-
-    return await until_stopped(attempt, failed, stop, retry_on=(RuntimeError,))
+    outage = Outage(log, "cannot connect to Temporal; retrying", "Temporal reachable again")
+    return await until_stopped(
+        attempt,
+        outage,
+        lambda exc: str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__,
+        stop,
+        retry_on=(RuntimeError,),
+    )
 
 
 async def _until_docker(docker: aiodocker.Docker, stop: asyncio.Event) -> str | None:
@@ -191,8 +261,5 @@ async def _until_docker(docker: aiodocker.Docker, stop: asyncio.Event) -> str | 
         log.info("connected to Docker", version=version)
         return version
 
-    def failed(exc: Exception, delay: float) -> None:
-        # any failure to reach the engine is retried the same way
-        log.error("cannot reach Docker; retrying", error=describe(exc), retry_in_seconds=delay)
-
-    return await until_stopped(attempt, failed, stop)
+    outage = Outage(log, "cannot reach Docker; retrying", "Docker reachable again")
+    return await until_stopped(attempt, outage, describe, stop)

@@ -1,60 +1,149 @@
-"""Records `AgentJobRun` histories for tests/unit/test_workflow_replay.py.
+"""Records `AgentJobRun` histories for tests/unit/test_workflow_replay.py, from real runs.
 
-Run it against a Temporal server and an orchestrator of the release to record, whose host has
-`datahealth` (quick) and `lineage_plus` (slow, DEMO_SLEEP_SECONDS >= 10) installed and no
-`external_monitors`:
+Starts its own Temporal dev server and two orchestrators of this checkout (Docker and the
+demo image are needed: `make setup`), runs one job for every way a run can end, and writes
+each history as JSON. Re-record only when a release may break replay on purpose (0.x, before
+the first release); otherwise new histories are added beside the old ones.
 
-    python scripts/record_histories.py 127.0.0.1:7233 replay-host tests/unit/agent_job_histories
+    .venv/bin/python scripts/record_histories.py tests/unit/agent_job_histories
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError
+import yaml
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+
+BIN = Path(sys.executable).parent
+DEMO = "bigeye-demo-agent:dev"
 
 
-async def record(client: Client, host_id: str, out: Path, name: str, request: dict[str, Any],
-                 cancel: bool = False) -> None:  # fmt: skip
-    handle = await client.start_workflow(
-        "AgentJobRun",
-        request,
-        id=f"agent-job-{request['job_id']}",
-        task_queue=f"agent-orchestrator.{host_id}",
-        execution_timeout=timedelta(minutes=5),
-    )
-    if cancel:
-        while (await handle.query("status"))["phase"] != "running":  # noqa: ASYNC110 - polls a query
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def host_dir(root: Path, host_id: str, agents: dict[str, Any]) -> Path:
+    directory = root / host_id
+    for agent in agents:
+        (directory / "agent_config" / agent).mkdir(parents=True)
+    config = {"orchestrator": {"host_id": host_id}, "agents": agents}
+    (directory / "bigeye_agent.yml").write_text(yaml.safe_dump(config))
+    return directory
+
+
+def orchestrator(directory: Path, address: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BIGEYE_AGENT_CONFIG=str(directory / "bigeye_agent.yml"),
+               BIGEYE_TEMPORAL_ADDRESS=address, BIGEYE_HEALTH_ADDR=f"127.0.0.1:{free_port()}",
+               BIGEYE_LOG_FORMAT="json")  # fmt: skip
+    log = open(directory / "orchestrator.log", "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([str(BIN / "bigeye-orchestrator"), "run"], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+
+class Recorder:
+    def __init__(self, client: Client, out: Path) -> None:
+        self.client = client
+        self.out = out
+
+    async def start(self, host: str, agent: str, params: dict[str, Any], **extra: Any) -> Any:
+        request = {"job_id": uuid.uuid4().hex[:8], "run_id": "r1", "agent": agent,
+                   "parameters": params, **extra}  # fmt: skip
+        return await self.client.start_workflow(
+            "AgentJobRun", request, id=f"agent-job-{request['job_id']}",
+            task_queue=f"agent-orchestrator.{host}", execution_timeout=timedelta(minutes=5),
+        )  # fmt: skip
+
+    async def save(self, name: str, handle: WorkflowHandle[Any, Any]) -> None:
+        with contextlib.suppress(WorkflowFailureError):
+            result = await handle.result()
+            print(f"{name}: {result['status']} {result.get('reason') or ''}")
+        (self.out / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+
+    @staticmethod
+    async def phase(handle: WorkflowHandle[Any, Any], wanted: str) -> None:
+        deadline = time.monotonic() + 60
+        while (await handle.query("status"))["phase"] != wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{handle.id} never reached {wanted}")
             await asyncio.sleep(0.2)
-        await handle.cancel()
-    with contextlib.suppress(WorkflowFailureError):
-        await handle.result()
-    (out / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
 
-async def main(address: str, host_id: str, out: str) -> None:
+async def record(address: str, out: Path) -> None:
     client = await Client.connect(address)
+    rec = Recorder(client, out)
+    dh = {"file_name": "a.yml"}
+    lp = {"connectors": ["snowflake"]}
+    await rec.save("succeeded", await rec.start("replay-a", "datahealth", dh))
+    await rec.save("invalid", await rec.start("replay-a", "datahealth", {"file_name": "../x"}))
+    await rec.save("not_installed", await rec.start("replay-a", "external_monitors",
+                                                    {"connector": "x"}))  # fmt: skip
+    await rec.save("failed", await rec.start("replay-b", "datahealth", dh))
+    await rec.save("pull_failed", await rec.start("replay-b", "external_monitors",
+                                                  {"connector": "x"}))  # fmt: skip
+    # one slow lineage run at a time: the next ones queue, one is canceled while it waits, one
+    # is offered the slot when the first is canceled and then runs out of time
+    first = await rec.start("replay-a", "lineage_plus", lp)
+    await rec.phase(first, "running")
+    waiting = await rec.start("replay-a", "lineage_plus", lp)
+    await rec.phase(waiting, "queued")
+    await waiting.cancel()
+    await rec.save("canceled_while_queued", waiting)
+    after = await rec.start("replay-a", "lineage_plus", lp, timeout_seconds=2)
+    await rec.phase(after, "queued")
+    await first.cancel()
+    await rec.save("canceled", first)
+    await rec.save("timed_out_after_queue", after)
+    starting = await rec.start("replay-a", "datahealth", dh)
+    await starting.cancel()
+    await rec.save("canceled_at_once", starting)
 
-    def request(agent: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        return {"job_id": uuid.uuid4().hex[:8], "run_id": "r1", "agent": agent,
-                "parameters": parameters}  # fmt: skip
 
+def main(out: str) -> None:
     target = Path(out)
-    await record(
-        client, host_id, target, "succeeded", request("datahealth", {"file_name": "a.yml"})
-    )
-    await record(client, host_id, target, "canceled",
-                 request("lineage_plus", {"connectors": ["snowflake"]}), cancel=True)  # fmt: skip
-    await record(client, host_id, target, "invalid", request("datahealth", {"file_name": "../x"}))
-    await record(client, host_id, target, "not_installed",
-                 request("external_monitors", {"connector": "x"}))  # fmt: skip
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        port = free_port()
+        server = subprocess.Popen(
+            [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port",
+             str(port), "--ui-port", str(free_port()), "--headless", "--log-level", "warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        address = f"127.0.0.1:{port}"
+        fast = {"DEMO_SLEEP_SECONDS": "0.5", "DEMO_LOG_LINES": "3"}
+        a = host_dir(root, "replay-a", {
+            "datahealth": {"image": DEMO, "memory": "64m", "env": fast},
+            "lineage_plus": {"image": DEMO, "memory": "64m", "stop_grace_seconds": 1,
+                             "env": {"DEMO_SLEEP_SECONDS": "60"}},
+        })  # fmt: skip
+        b = host_dir(root, "replay-b", {
+            "datahealth": {"image": DEMO, "memory": "64m", "env": {**fast, "DEMO_EXIT_CODE": "3"}},
+            "external_monitors": {"image": "127.0.0.1:9/bigeye/missing:1"},
+        })  # fmt: skip
+        procs = []
+        try:
+            time.sleep(3)  # the dev server's start-up; the orchestrators retry anyway
+            procs = [orchestrator(a, address), orchestrator(b, address)]
+            asyncio.run(record(address, target))
+        finally:
+            for proc in [*procs, server]:
+                proc.terminate()
+                proc.wait(30)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    main(sys.argv[1] if len(sys.argv) > 1 else "tests/unit/agent_job_histories")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from activities.policy import structural_violations
+from orchestrator.policy import structural_violations
 from orchestrator.contract import CONTAINER_NAME_PATTERN, JOB_NETWORK, LABEL_HOST_ID, LABEL_MANAGED
 from socketproxy import jsonstrict
 

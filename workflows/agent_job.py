@@ -1,15 +1,20 @@
 """`AgentJobRun`: one batch agent run, from a plain-JSON request to a `JobRunResult`.
 
-resolve the agent → ensure the image → create/start the container → watch it → result.
+resolve (the plan) → ensure the image → launch (or wait for a slot) → watch → stop if needed →
+the ending recorded → finish (remove the container) → the result.
 
 The input is plain JSON, validated here: a typed argument that fails to decode would fail the
-workflow *task*, which Temporal retries forever, instead of failing the run. Changes to this
-file ship behind `workflow.patched(...)` so that runs started by one release replay on the next.
+workflow *task*, which Temporal retries forever, instead of failing the run. The workflow owns
+cancellation: a cancel in any phase is remembered (an activity that completes before it hears
+of the cancel would otherwise swallow it) and ends the run `canceled` with nothing left running.
+Changes to this file ship behind `workflow.patched(...)` so that runs started by one release
+replay on the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,30 +25,50 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.agents import JobPlan, Resolution
     from activities.images import ImageInfo
-    from activities.runs import JobActivities, Launched, Outcome, WatchInput
+    from activities.runs import (
+        ENGINE_PATIENCE_SECONDS,
+        FinishInput,
+        JobActivities,
+        Launch,
+        StopInput,
+        Stopped,
+        Watched,
+        WatchInput,
+    )
     from orchestrator.contract import (
         AGENT_NOT_INSTALLED,
         INVALID_JOB_REQUEST,
         JOB_WORKFLOW_TYPE,
+        SLOT_SIGNAL,
         STATUS_QUERY,
+        ContainerEnd,
+        EndedBy,
         InvalidRequest,
-        JobRunResult,
+        JobRunRequest,
         JobStatus,
         Phase,
+        host_id_of,
+        job_result,
         launch_queue,
         parse_job_request,
         watch_queue,
     )
+    from orchestrator.version import VERSION
 
-CONTROL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
-JOB_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["PolicyViolation", "AgentNotInstalled", "NotManagedError"],
-)
 # Always set a heartbeat timeout on long-running activities: without one, an activity never
 # hears of cancellation and a lost worker's attempt is only noticed at start_to_close.
 HEARTBEAT_TIMEOUT = timedelta(seconds=15)
+SLOT_RECHECK = timedelta(seconds=30)  # a waiting run asks again even if no offer reaches it
+CONTROL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+PULL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+DOCKER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=8,
+)
+WATCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)
+)
 
 
 @workflow.defn(name=JOB_WORKFLOW_TYPE)
@@ -52,6 +77,9 @@ class AgentJobRun:
         self._phase: Phase = "queued"
         self._container_id: str | None = None
         self._started_at: str | None = None
+        self._cancel_requested = False
+        self._launch_attempted = False
+        self._slot_offered = False
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, Any]:
@@ -59,17 +87,20 @@ class AgentJobRun:
             phase=self._phase, container_id=self._container_id, started_at=self._started_at
         ).model_dump(mode="json")
 
+    @workflow.signal(name=SLOT_SIGNAL)
+    def slot_available(self) -> None:
+        self._slot_offered = True
+
     @workflow.run
     async def run(self, raw_request: Any) -> dict[str, Any]:
         try:
             request = parse_job_request(raw_request)
         except InvalidRequest as exc:
             raise ApplicationError(str(exc), type=INVALID_JOB_REQUEST, non_retryable=True) from None
-
-        control = workflow.info().task_queue
-        resolution: Resolution = await workflow.execute_activity_method(
+        resolution: Resolution = await self._step(
             JobActivities.resolve_job,
             request.model_dump(mode="json"),
+            interruptible=False,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=CONTROL_RETRY,
         )
@@ -77,102 +108,221 @@ class AgentJobRun:
             raise ApplicationError(
                 resolution.message or "invalid", type=INVALID_JOB_REQUEST, non_retryable=True
             )
-        if resolution.outcome == "not_installed" or resolution.plan is None:
+        if resolution.outcome == "not_installed":
             raise ApplicationError(
                 resolution.message or "agent not installed",
                 type=AGENT_NOT_INSTALLED,
                 non_retryable=True,
             )
+        if resolution.plan is None:  # the agent set could not be read, or breaks the policy
+            self._phase = "finished"
+            image_ref = resolution.image or ""
+            return self._result(request, None, image_ref, None, "failed", None, resolution.message)
         plan = resolution.plan
+
         image: ImageInfo | None = None
+        launch: Launch | None = None
+        watched: Watched | None = None
+        failure: str | None = None
         try:
             self._phase = "pulling"
-            image = await workflow.execute_activity_method(
+            image = await self._step(
                 JobActivities.ensure_image,
                 plan,
-                task_queue=launch_queue(control),
+                task_queue=launch_queue(workflow.info().task_queue),
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=[]),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                retry_policy=PULL_RETRY,
             )
+            if image is not None:
+                launch = await self._launch(plan)
+            if launch is not None and launch.container_id is not None:
+                self._phase = "running"
+                watched = await self._step(
+                    JobActivities.watch_container,
+                    WatchInput(plan=plan, container_id=launch.container_id),
+                    task_queue=watch_queue(workflow.info().task_queue),
+                    start_to_close_timeout=self._watch_limit(plan),
+                    schedule_to_close_timeout=2 * self._watch_limit(plan),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=WATCH_RETRY,
+                )
+        except ActivityError as exc:
+            failure = _failure_message(exc)
+
+        ended_by: EndedBy = "canceled" if self._cancel_requested else "failed"
+        end: ContainerEnd | None = None
+        reason = failure
+        if watched is not None and watched.end is not None and watched.ended_by is not None:
+            ended_by, end = watched.ended_by, watched.end
+        else:
+            if watched is not None and watched.ended_by == "failed":
+                reason = watched.reason
+            if self._launch_attempted:
+                # a container may exist: stop it, then read its ending (it may have exited)
+                stopped, note = await self._stop(plan, launch, watched)
+                if stopped is not None and stopped.end is not None:
+                    end = stopped.end
+                    if not stopped.stopped and end.state != "created":
+                        ended_by, reason = "exited", None  # it had ended on its own
+                reason = "; ".join(part for part in (reason, note) if part) or None
+
+        interrupted = bool(watched and watched.engine_interrupted)
+        result = self._result(request, plan, plan.image, image, ended_by, end, reason,
+                              engine_interrupted=interrupted)  # fmt: skip
+        await self._finish(plan, end, result)
+        self._phase = "finished"
+        return result
+
+    async def _launch(self, plan: JobPlan) -> Launch | None:
+        """Create/start, or adopt; while the host or the agent is full, wait as `queued`."""
+        while not self._cancel_requested:
             self._phase = "starting"
-            launched: Launched = await workflow.execute_activity_method(
+            self._slot_offered = False
+            self._launch_attempted = True
+            launch: Launch | None = await self._step(
                 JobActivities.launch_container,
                 plan,
-                task_queue=launch_queue(control),
-                start_to_close_timeout=timedelta(hours=24),  # may wait for a free slot
+                task_queue=launch_queue(workflow.info().task_queue),
+                start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=JOB_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                retry_policy=DOCKER_RETRY,
             )
-            self._phase, self._container_id = "running", launched.container_id
-            self._started_at = launched.started_at
-            outcome: Outcome = await workflow.execute_activity_method(
-                JobActivities.watch_container,
-                WatchInput(plan=plan, container_id=launched.container_id),
-                task_queue=watch_queue(control),
-                start_to_close_timeout=timedelta(
-                    seconds=plan.timeout_seconds + plan.stop_grace_seconds + 300
-                ),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=JOB_RETRY,
-            )
-        except (asyncio.CancelledError, ActivityError) as exc:
-            canceled = not isinstance(exc, ActivityError) or _is_cancellation(exc)
-            outcome = await self._clean_up(plan) or Outcome(
-                status="failed",
-                exit_code=None,
-                reason=None,
-                started_at=None,
-                finished_at=workflow.now().isoformat().replace("+00:00", "Z"),
-                log_tail=[],
-            )
-            if canceled:
-                outcome.status = "canceled"
-                outcome.reason = outcome.reason or "canceled by request"
-            else:
-                outcome.status = "failed"
-                outcome.reason = _failure_message(exc)
-        self._phase = "finished"
-        return self._result(plan, image, outcome).model_dump(mode="json")
+            if launch is None or launch.container_id is not None:
+                if launch is not None:
+                    self._container_id, self._started_at = launch.container_id, launch.started_at
+                return launch
+            self._phase = "queued"
+            try:
+                await workflow.wait_condition(
+                    lambda: self._slot_offered, timeout=SLOT_RECHECK.total_seconds()
+                )
+            except TimeoutError:
+                pass
+            except asyncio.CancelledError:
+                self._note_cancel()
+        return None
 
-    async def _clean_up(self, plan: JobPlan) -> Outcome | None:
-        """Stop (SIGTERM, the agent's grace, SIGKILL), save what it left, remove."""
+    async def _stop(
+        self, plan: JobPlan, launch: Launch | None, watched: Watched | None
+    ) -> tuple[Stopped | None, str | None]:
+        """SIGTERM, the agent's grace, SIGKILL, then the ending; a failure is noted, not raised."""
         self._phase = "stopping"
-        return await workflow.execute_activity_method(
-            JobActivities.stop_container,
-            plan,
-            start_to_close_timeout=timedelta(seconds=plan.stop_grace_seconds + 120),
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=CONTROL_RETRY,
+        try:
+            stopped: Stopped | None = await self._step(
+                JobActivities.stop_container,
+                StopInput(
+                    plan=plan,
+                    container_id=launch.container_id if launch else None,
+                    cursor=watched.cursor if watched else None,
+                ),
+                interruptible=False,
+                start_to_close_timeout=timedelta(seconds=plan.stop_grace_seconds + 90),
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=DOCKER_RETRY,
+            )
+        except ActivityError as exc:
+            return None, (
+                f"the container could not be stopped ({_failure_message(exc)}); "
+                "the orphan sweep stops and removes it"
+            )
+        return stopped, None
+
+    async def _finish(
+        self, plan: JobPlan, end: ContainerEnd | None, result: dict[str, Any]
+    ) -> None:
+        """The ending is in the history now: remove the container, log the result."""
+        try:
+            await self._step(
+                JobActivities.finish_run,
+                FinishInput(
+                    plan=plan,
+                    container_id=end.container_id if end else None,
+                    status=result["status"],
+                    exit_code=result["exit_code"],
+                    reason=result["reason"],
+                ),
+                interruptible=False,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=DOCKER_RETRY,
+            )
+        except ActivityError:
+            pass  # the result stands; the orphan sweep removes what is left
+
+    async def _step(
+        self, activity: Callable[..., Any], arg: Any, *, interruptible: bool = True, **options: Any
+    ) -> Any:
+        """One activity; None when the run was canceled first (or the cancel stopped it).
+
+        A cancel of the run while the activity runs is remembered; an interruptible activity
+        is told and awaited (it may still complete), any other is left to finish.
+        """
+        if interruptible and self._cancel_requested:
+            return None
+        handle = workflow.start_activity_method(
+            activity,
+            arg,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            **options,
+        )
+        while not handle.done():
+            try:
+                await workflow.wait([handle])
+            except asyncio.CancelledError:
+                self._note_cancel()
+                if interruptible and not handle.done():
+                    handle.cancel()
+        try:
+            return handle.result()
+        except asyncio.CancelledError:  # the cancel met a result already in: it goes unread
+            return None
+        except ActivityError as exc:
+            if isinstance(exc.cause, CancelledError):
+                return None
+            raise
+
+    def _note_cancel(self) -> None:
+        self._cancel_requested = True
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+
+    @staticmethod
+    def _watch_limit(plan: JobPlan) -> timedelta:
+        return timedelta(
+            seconds=plan.timeout_seconds + plan.stop_grace_seconds + ENGINE_PATIENCE_SECONDS + 300
         )
 
-    def _result(self, plan: JobPlan, image: ImageInfo | None, outcome: Outcome) -> JobRunResult:
-        request = plan.request
-        return JobRunResult(
-            job_id=request.job_id,
-            run_id=request.run_id,
-            host_id=plan.host_id,
-            agent=request.agent,
-            status=outcome.status,
-            exit_code=outcome.exit_code,
-            reason=outcome.reason,
-            image=plan.image,
+    @staticmethod
+    def _result(
+        request: JobRunRequest,
+        plan: JobPlan | None,
+        image_ref: str,
+        image: ImageInfo | None,
+        ended_by: EndedBy,
+        end: ContainerEnd | None,
+        reason: str | None,
+        *,
+        engine_interrupted: bool = False,
+    ) -> dict[str, Any]:
+        return job_result(
+            request=request,
+            host_id=plan.host_id if plan else host_id_of(workflow.info().task_queue),
+            image=image_ref,
             image_id=image.image_id if image else None,
             image_digest=image.image_digest if image else None,
-            container_name=plan.container_name,
-            started_at=outcome.started_at or self._started_at,
-            finished_at=outcome.finished_at,
-            log_tail=outcome.log_tail,
-            orchestrator_version=outcome.orchestrator_version,
-        )
-
-
-def _is_cancellation(exc: ActivityError) -> bool:
-    return isinstance(exc.cause, CancelledError)
+            ended_by=ended_by,
+            end=end,
+            reason=reason,
+            timeout_seconds=plan.timeout_seconds if plan else 0,
+            finished_at=workflow.now().isoformat().replace("+00:00", "Z"),
+            orchestrator_version=VERSION,
+            engine_interrupted=engine_interrupted,
+        ).model_dump(mode="json")
 
 
 def _failure_message(exc: BaseException) -> str:
     cause = exc.cause if isinstance(exc, ActivityError) and exc.cause else exc
+    if isinstance(cause, ApplicationError):
+        return cause.message or cause.type or "the activity failed"
     return str(cause) or type(cause).__name__

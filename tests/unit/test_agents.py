@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from activities.agents import JobPlan, create_body, job_labels, resolve
-from activities.policy import structural_violations
+from activities.agents import JobPlan, Resolution, resolve
 from orchestrator.contract import (
     LABEL_AGENT,
     LABEL_HOST_ID,
@@ -16,10 +16,12 @@ from orchestrator.contract import (
     LABEL_RUN_ID,
     LABEL_VERSION,
     LABEL_WORKFLOW_ID,
+    LABEL_WORKFLOW_RUN_ID,
     JobRunRequest,
     parse_job_request,
 )
 from orchestrator.hostconfig import HostConfig
+from orchestrator.policy import structural_violations
 
 HOST_ID = "prod-agent-01"
 HOST_DIR = "/srv/bigeye"
@@ -40,17 +42,29 @@ def request(agent: str, **extra: Any) -> JobRunRequest:
     return parse_job_request({**raw, **extra})
 
 
+def resolve_for(agent: str, hc: HostConfig, **extra: Any) -> Resolution:
+    return resolve(
+        request(agent, **extra),
+        hc,
+        HOST_ID,
+        host_dir=HOST_DIR,
+        config_root=Path("/etc/bigeye"),
+        version="9.9.9",
+        workflow_id="agent-job-job-1",
+        workflow_run_id="temporal-run-1",
+    )
+
+
 def plan_for(agent: str, config: dict[str, Any], **extra: Any) -> tuple[JobPlan, HostConfig]:
     hc = host(**{agent: config})
-    resolution = resolve(request(agent, **extra), hc, HOST_ID)
+    resolution = resolve_for(agent, hc, **extra)
     assert resolution.outcome == "ok", resolution.message
     assert resolution.plan is not None
     return resolution.plan, hc
 
 
 def body_for(agent: str, config: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    plan, hc = plan_for(agent, config, **extra)
-    return create_body(plan, hc.agents[agent], host_dir=HOST_DIR, version="9.9.9")
+    return plan_for(agent, config, **extra)[0].create_body
 
 
 # ---- resolve -------------------------------------------------------------------------------
@@ -68,7 +82,7 @@ def test_resolve_ok_builds_the_plan():
 
 
 def test_resolve_not_installed_lists_the_installed_agents():
-    resolution = resolve(request("lineage_plus"), host(datahealth={"image": "x"}), HOST_ID)
+    resolution = resolve_for("lineage_plus", host(datahealth={"image": "x"}))
     assert resolution.outcome == "not_installed"
     assert resolution.plan is None
     assert "lineage_plus" in (resolution.message or "")
@@ -77,7 +91,7 @@ def test_resolve_not_installed_lists_the_installed_agents():
 
 
 def test_resolve_not_installed_on_a_host_without_agents():
-    resolution = resolve(request("datahealth"), host(), HOST_ID)
+    resolution = resolve_for("datahealth", host())
     assert resolution.outcome == "not_installed"
     assert "none" in (resolution.message or "")
 
@@ -111,7 +125,7 @@ def test_request_timeout_is_used_when_given(timeout):
     ],
 )
 def test_request_timeout_above_the_agents_is_invalid(agent, config, timeout):
-    resolution = resolve(request(agent, timeout_seconds=timeout), host(**{agent: config}), HOST_ID)
+    resolution = resolve_for(agent, host(**{agent: config}), timeout_seconds=timeout)
     assert resolution.outcome == "invalid"
     assert resolution.plan is None
     assert (resolution.message or "").startswith("timeout_seconds:")
@@ -203,14 +217,35 @@ def test_labels_are_all_present():
         LABEL_RUN_ID: "run-9",
         LABEL_AGENT: "external_monitors",
         LABEL_WORKFLOW_ID: "agent-job-job-1",
+        LABEL_WORKFLOW_RUN_ID: "temporal-run-1",
         LABEL_VERSION: "9.9.9",
     }
 
 
-def test_job_labels_match_the_body_labels():
-    plan, hc = plan_for("datahealth", {"image": "x"})
-    body = create_body(plan, hc.agents["datahealth"], host_dir=HOST_DIR, version="1.0")
-    assert body["Labels"] == job_labels(plan, "1.0")
+def test_the_plan_carries_the_finished_body_and_the_registry_login():
+    hc = HostConfig.model_validate(
+        {
+            "agents": {"datahealth": {"image": "registry.example.com/bigeye/dh:3"}},
+            "registry": {"server": "registry.example.com", "username": "u",
+                         "password_file": "agent_config/docker_token"},
+        }
+    )  # fmt: skip
+    plan = resolve_for("datahealth", hc).plan
+    assert plan is not None
+    assert plan.create_body["Image"] == plan.image == "registry.example.com/bigeye/dh:3"
+    assert plan.registry is not None
+    assert plan.registry.password_file == "/etc/bigeye/agent_config/docker_token"
+    other = HostConfig.model_validate({**hc.model_dump(), "agents": {"datahealth": {"image": "x"}}})
+    assert resolve_for("datahealth", other).plan.registry is None  # not that registry's image
+
+
+def test_an_agent_entry_that_breaks_the_policy_is_rejected_with_the_reason():
+    hc = host(datahealth={"image": "x", "env": {"NOT A NAME": "1"}})
+    resolution = resolve_for("datahealth", hc)
+    assert resolution.outcome == "rejected" and resolution.plan is None
+    assert resolution.image == "x"
+    assert resolution.message is not None and "agents.datahealth" in resolution.message
+    assert "Env" in resolution.message
 
 
 def test_hardening_fields():

@@ -1,4 +1,4 @@
-"""activities/logstream.py: Docker's multiplexed log stream cut into lines."""
+"""activities/logstream.py: Docker's log entries cut into lines, each forwarded exactly once."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import struct
 from collections.abc import AsyncIterator, Iterable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from activities.logstream import (
     MAX_LINE_BYTES,
-    LineAssembler,
+    Entry,
+    LineReader,
+    LogCursor,
     LogLine,
     docker_since,
+    entries,
     frames,
     split_timestamp,
+    tail_lines,
     tail_of,
     timestamp_ns,
     truncate_utf8,
@@ -86,17 +92,20 @@ def texts(lines: list[LogLine]) -> list[tuple[str, str]]:
     return [(line.stream, line.text) for line in lines]
 
 
-def test_partial_frames_are_joined_into_one_line():
-    assembler = LineAssembler()
-    assert assembler.feed("stdout", "t1", b"hel") == []
-    assert assembler.feed("stdout", "t2", b"lo wor") == []
-    lines = assembler.feed("stdout", "t3", b"ld\n")
+def feed_all(reader: LineReader, items: Iterable[Entry]) -> list[LogLine]:
+    return [line for entry in items for line in reader.feed(entry)]
+
+
+def test_pieces_of_a_line_are_joined_and_stamped_with_its_start():
+    reader = LineReader()
+    lines = feed_all(reader, [Entry("stdout", T(1), b"hel"), Entry("stdout", T(1), b"lo wor"),
+                              Entry("stdout", T(1), b"ld\n")])  # fmt: skip
     assert texts(lines) == [("stdout", "hello world")]
-    assert lines[0].timestamp == "t1"  # when the line started
+    assert lines[0].timestamp == T(1) and lines[0].cut_bytes == 0
 
 
-def test_a_multi_line_frame_is_split():
-    lines = LineAssembler().feed("stdout", "t", b"one\ntwo\r\n\nthree\n")
+def test_a_multi_line_entry_is_split():
+    lines = LineReader().feed(Entry("stdout", None, b"one\ntwo\r\n\nthree\n"))
     assert texts(lines) == [
         ("stdout", "one"),
         ("stdout", "two"),
@@ -106,93 +115,199 @@ def test_a_multi_line_frame_is_split():
 
 
 def test_streams_are_buffered_separately():
-    assembler = LineAssembler()
-    assert assembler.feed("stdout", None, b"out-") == []
-    assert texts(assembler.feed("stderr", None, b"err\n")) == [("stderr", "err")]
-    assert texts(assembler.feed("stdout", None, b"line\n")) == [("stdout", "out-line")]
-
-
-def test_rest_of_a_frame_starts_the_next_line_with_that_frames_timestamp():
-    assembler = LineAssembler()
-    assembler.feed("stdout", "t1", b"a")
-    assert [line.timestamp for line in assembler.feed("stdout", "t2", b"\nb")] == ["t1"]
-    assert [line.timestamp for line in assembler.feed("stdout", "t3", b"\n")] == ["t2"]
+    reader = LineReader()
+    assert reader.feed(Entry("stdout", None, b"out-")) == []
+    assert texts(reader.feed(Entry("stderr", None, b"err\n"))) == [("stderr", "err")]
+    assert texts(reader.feed(Entry("stdout", None, b"line\n"))) == [("stdout", "out-line")]
 
 
 def test_invalid_utf8_is_replaced_not_dropped():
-    lines = LineAssembler().feed("stderr", None, b"bad \xff\xfe end\n")
+    lines = LineReader().feed(Entry("stderr", None, b"bad \xff\xfe end\n"))
     assert texts(lines) == [("stderr", "bad \ufffd\ufffd end")]
 
 
-def test_multibyte_character_split_across_frames_is_kept():
+def test_multibyte_character_split_across_entries_is_kept():
     data = "caf\u00e9\n".encode()
-    assembler = LineAssembler()
-    assert assembler.feed("stdout", None, data[:4]) == []
-    assert texts(assembler.feed("stdout", None, data[4:])) == [("stdout", "caf\u00e9")]
+    reader = LineReader()
+    assert reader.feed(Entry("stdout", None, data[:4])) == []
+    assert texts(reader.feed(Entry("stdout", None, data[4:]))) == [("stdout", "caf\u00e9")]
 
 
-def test_an_endless_line_is_cut_at_max_line_bytes():
-    assembler = LineAssembler()
-    lines: list[LogLine] = []
-    for _ in range(5):
-        lines += assembler.feed("stdout", None, b"x" * 30_000)
-    assert [len(line.text) for line in lines] == [MAX_LINE_BYTES, MAX_LINE_BYTES]
-    assert all(len(line.text.encode()) <= MAX_LINE_BYTES for line in lines)
-    rest = assembler.feed("stdout", None, b"\n")
-    assert [len(line.text) for line in rest] == [150_000 - 2 * MAX_LINE_BYTES]
+def test_a_line_above_the_cap_is_forwarded_truncated_with_the_cut_counted():
+    reader = LineReader()
+    lines = feed_all(reader, [Entry("stdout", T(1), b"x" * 16_384) for _ in range(10)])
+    assert lines == []  # still one line: forwarded when it ends
+    (line,) = reader.feed(Entry("stdout", T(1), b"x" * 100 + b"\n"))
+    assert len(line.text) == MAX_LINE_BYTES
+    assert line.cut_bytes == 10 * 16_384 + 100 - MAX_LINE_BYTES
+    cursor = reader.cursor
+    assert (cursor.lines, cursor.lines_cut, cursor.bytes_cut) == (1, 1, line.cut_bytes)
+    assert cursor.bytes == 10 * 16_384 + 100
 
 
-def test_a_line_of_exactly_max_line_bytes_is_not_cut():
-    assembler = LineAssembler()
-    assert assembler.feed("stdout", None, b"y" * MAX_LINE_BYTES) == []
-    assert [len(line.text) for line in assembler.feed("stdout", None, b"\n")] == [MAX_LINE_BYTES]
+def test_a_line_of_exactly_the_cap_is_not_cut():
+    reader = LineReader()
+    assert reader.feed(Entry("stdout", None, b"y" * MAX_LINE_BYTES)) == []
+    (line,) = reader.feed(Entry("stdout", None, b"\n"))
+    assert len(line.text) == MAX_LINE_BYTES and line.cut_bytes == 0
 
 
-def test_cutting_an_endless_line_keeps_multibyte_characters_whole():
-    text = "a" + "\u00e9" * 40_000  # byte MAX_LINE_BYTES falls inside an é
-    assembler = LineAssembler()
-    lines = assembler.feed("stdout", None, text.encode()) + assembler.flush()
-    joined = "".join(line.text for line in lines)
-    assert "\ufffd" not in joined
-    assert joined == text
+@pytest.mark.parametrize("char", ["\u00e9", "\u20ac", "\U0001f600"])
+def test_the_cap_never_splits_a_character(char):
+    text = "a" + char * 40_000
+    reader = LineReader()
+    (line,) = reader.feed(Entry("stdout", None, text.encode() + b"\n"))
+    assert "\ufffd" not in line.text and text.startswith(line.text)
+    assert len(line.text.encode()) + line.cut_bytes == len(text.encode())
+    assert len(line.text.encode()) > MAX_LINE_BYTES - 4
 
 
-def test_flush_returns_the_last_unterminated_line_of_each_stream():
-    assembler = LineAssembler()
-    assembler.feed("stdout", "t1", b"done\nno newline")
-    assembler.feed("stderr", "t2", b"err tail")
-    flushed = assembler.flush()
+def test_finish_returns_the_last_unterminated_line_of_each_stream():
+    reader = LineReader()
+    reader.feed(Entry("stdout", T(1), b"done\nno newline"))
+    reader.feed(Entry("stderr", T(2), b"err tail"))
+    flushed = reader.finish()
     assert sorted(texts(flushed)) == [("stderr", "err tail"), ("stdout", "no newline")]
-    assert {line.text: line.timestamp for line in flushed}["err tail"] == "t2"
-    assert assembler.flush() == []
+    assert reader.finish() == []
 
 
-def test_flush_without_pending_data_is_empty():
-    assembler = LineAssembler()
-    assembler.feed("stdout", None, b"whole\n")
-    assert assembler.flush() == []
-
-
-async def test_frames_and_lines_end_to_end_with_one_byte_chunks():
-    entries = [
+async def test_frames_entries_and_lines_end_to_end_with_one_byte_chunks():
+    stream = [
         (STDOUT, b"2024-05-01T10:00:00.1Z first li"),
-        (STDOUT, b"2024-05-01T10:00:00.2Z ne\nsecond\n"),
+        (STDOUT, b"2024-05-01T10:00:00.1Z ne\n"),
+        (STDOUT, b"2024-05-01T10:00:00.2Z second\n"),
         (STDERR, b"2024-05-01T10:00:00.3Z \xffwarn\n"),
         (STDOUT, b"2024-05-01T10:00:00.4Z tail"),
     ]
-    data = b"".join(frame(k, p) for k, p in entries)
-    assembler = LineAssembler()
-    lines: list[LogLine] = []
-    async for stream, payload in frames(chunked(data, 1)):
-        ts, body = split_timestamp(payload)
-        lines += assembler.feed(stream, ts, body)
-    lines += assembler.flush()
+    data = b"".join(frame(k, p) for k, p in stream)
+    reader = LineReader()
+    lines = [
+        line async for e in entries(chunked(data, 1), timestamps=True) for line in reader.feed(e)
+    ]
+    lines += reader.finish()
     assert [(line.stream, line.text, line.timestamp) for line in lines] == [
         ("stdout", "first line", "2024-05-01T10:00:00.1Z"),
         ("stdout", "second", "2024-05-01T10:00:00.2Z"),
         ("stderr", "\ufffdwarn", "2024-05-01T10:00:00.3Z"),
         ("stdout", "tail", "2024-05-01T10:00:00.4Z"),
     ]
+
+
+# ---- resuming: every line exactly once --------------------------------------------------------
+
+BASE_NS = 1_704_067_200_000_000_000
+
+
+def T(n: int) -> str:
+    """The n-th microsecond after a fixed moment, as Docker writes timestamps."""
+    ns = BASE_NS + n * 1000
+    return f"2024-01-01T00:00:00.{ns % 1_000_000_000:09d}Z"
+
+
+def as_docker_log(lines: list[tuple[str, int, bytes]]) -> list[Entry]:
+    """Docker's entries for (stream, tick, line): pieces of 16 KiB, all with the line's stamp."""
+    log: list[Entry] = []
+    for stream, tick, data in lines:
+        body = data + b"\n"
+        for start in range(0, len(body), 16_384):
+            log.append(Entry(stream, T(tick), body[start : start + 16_384]))
+    return log
+
+
+def read_since(log: list[Entry], since: str | None) -> list[Entry]:
+    """What the engine sends for `since=` (inclusive), in the order it stored the entries."""
+    if since is None:
+        return list(log)
+    seconds, _, nanos = since.partition(".")
+    floor = int(seconds) * 1_000_000_000 + int(nanos)
+    return [e for e in log if e.timestamp is None or timestamp_ns(e.timestamp) >= floor]
+
+
+def expected(data: bytes) -> tuple[str, int]:
+    """What a forwarded line holds: the line up to the cap (whole characters), the rest counted."""
+    if len(data) <= MAX_LINE_BYTES:
+        return data.rstrip(b"\r").decode("utf-8", "replace"), 0
+    kept = data[:MAX_LINE_BYTES]  # the long lines generated below are ASCII
+    return kept.rstrip(b"\r").decode(), len(data) - len(kept)
+
+
+log_lines = st.lists(
+    st.tuples(
+        st.sampled_from(["stdout", "stderr"]),
+        st.integers(min_value=0, max_value=3),  # ticks to the next line: 0 = same stamp
+        st.one_of(
+            st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+            st.integers(min_value=16_000, max_value=100_000).map(lambda n: b"z" * n),
+        ),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(log_lines, st.lists(st.integers(min_value=0, max_value=60), max_size=6))
+def test_a_stream_cut_anywhere_and_resumed_forwards_every_line_exactly_once(spec, cuts):
+    # Each stream's stamps never go back; across streams a line may be stored after one stamped
+    # later (Docker stamps the two streams in two goroutines): stderr lags by up to 2 ticks.
+    lines, tick, last = [], 10, {"stdout": 0, "stderr": 0}
+    for stream, step, data in spec:
+        tick += step
+        stamp = max(last[stream], tick - (2 if stream == "stderr" else 0))
+        last[stream] = stamp
+        lines.append((stream, stamp, data))
+    log = as_docker_log(lines)
+    reader = LineReader()
+    forwarded: list[LogLine] = []
+    for cut in [*cuts, len(log) + 1]:  # each pass breaks after `cut` entries
+        batch = read_since(log, reader.resume())
+        forwarded += feed_all(reader, batch[:cut])
+    forwarded += reader.finish()
+    for stream in ("stdout", "stderr"):
+        sent = [expected(data) for s, _, data in lines if s == stream]
+        got = [(line.text, line.cut_bytes) for line in forwarded if line.stream == stream]
+        assert got == sent
+    assert reader.cursor.lines == len(lines)
+
+
+def test_resume_starts_at_an_unfinished_line_and_skips_what_was_forwarded():
+    log = as_docker_log([("stdout", 1, b"a"), ("stderr", 2, b"b" * 40_000), ("stdout", 3, b"c")])
+    reader = LineReader()
+    first = feed_all(reader, log[:3])  # "a", and two pieces of the long stderr line
+    assert texts(first) == [("stdout", "a")]
+    since = reader.resume()
+    assert since is not None
+    again = feed_all(reader, read_since(log, since))
+    assert [(line.stream, len(line.text)) for line in again] == [("stderr", 40_000), ("stdout", 1)]
+
+
+def test_the_cursor_survives_a_round_trip_through_json():
+    log = as_docker_log([("stdout", 1, b"one"), ("stdout", 1, b"two"), ("stdout", 2, b"three")])
+    reader = LineReader()
+    feed_all(reader, log[:1])
+    saved = LogCursor.model_validate_json(reader.cursor.model_dump_json())
+    resumed = LineReader(saved)
+    assert texts(feed_all(resumed, read_since(log, resumed.resume()))) == [
+        ("stdout", "two"),
+        ("stdout", "three"),
+    ]
+
+
+# ---- exact tail ------------------------------------------------------------------------------
+
+
+def test_tail_lines_counts_lines_not_entries():
+    log = as_docker_log([("stdout", i, b"%d" % i) for i in range(10)]
+                        + [("stderr", 20, b"L" * 50_000), ("stdout", 21, b"last")])  # fmt: skip
+    untimed = [Entry(e.stream, None, e.data) for e in log]
+    tail = tail_lines(untimed, 3, whole_log=True)
+    assert tail == ["9", "L" * 2048, "last"]
+
+
+def test_tail_lines_drops_a_line_that_may_have_started_before_the_read_and_asks_for_more():
+    log = [Entry(e.stream, None, e.data) for e in as_docker_log([("stdout", 1, b"x" * 40_000)])]
+    assert tail_lines(log[1:], 1, whole_log=False) is None
+    assert tail_lines(log, 1, whole_log=True) == ["x" * 2048]
 
 
 # ---- timestamps ----------------------------------------------------------------------------

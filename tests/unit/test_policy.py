@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from activities.agents import create_body, resolve
-from activities.policy import bind_source_allowed, structural_violations
 from orchestrator.contract import (
     LABEL_AGENT,
     LABEL_HOST_ID,
@@ -18,9 +16,9 @@ from orchestrator.contract import (
     LABEL_RUN_ID,
     LABEL_VERSION,
     LABEL_WORKFLOW_ID,
-    parse_job_request,
 )
-from orchestrator.hostconfig import HostConfig
+from orchestrator.policy import bind_source_allowed, structural_violations
+from tests import bodies
 
 HOST_ID = "prod-agent-01"
 HOST_DIR = "/srv/host"
@@ -28,18 +26,8 @@ CONFIG_SOURCE = f"{HOST_DIR}/agent_config/datahealth"
 
 
 def compliant_body() -> dict[str, Any]:
-    host = HostConfig.model_validate({"agents": {"datahealth": {"image": "reg/dh:1"}}})
-    request = parse_job_request(
-        {
-            "job_id": "job-1",
-            "run_id": "run-1",
-            "agent": "datahealth",
-            "parameters": {"file_name": "checks.yml"},
-        }
-    )
-    plan = resolve(request, host, HOST_ID).plan
-    assert plan is not None
-    return create_body(plan, host.agents["datahealth"], host_dir=HOST_DIR, version="1.2.3")
+    """The orchestrator's own create body for a run."""
+    return bodies.compliant_body(host_id=HOST_ID, host_dir=HOST_DIR)
 
 
 def violations(body: Any, name: str | None = None) -> list[str]:

@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 
-from activities.agents import create_body, resolve
 from orchestrator.contract import (
     INTERNAL_NETWORK,
     LABEL_HOST_ID,
     LABEL_MANAGED,
-    parse_job_request,
 )
-from orchestrator.hostconfig import HostConfig
 from socketproxy.jsonstrict import loads_object
 from socketproxy.rules import (
     MAX_BODY_BYTES,
@@ -29,6 +26,7 @@ from socketproxy.rules import (
     decide,
     target_violation,
 )
+from tests import bodies
 
 HOST_ID = "prod-agent-01"
 HOST_DIR = "/srv/host"
@@ -39,19 +37,8 @@ JSON_CT = ("Content-Type", "application/json")
 
 
 def compliant_body() -> dict[str, Any]:
-    """The orchestrator's own create body for a run (activities.agents.create_body)."""
-    host = HostConfig.model_validate({"agents": {"datahealth": {"image": "reg/dh:1"}}})
-    request = parse_job_request(
-        {
-            "job_id": "job-1",
-            "run_id": "run-1",
-            "agent": "datahealth",
-            "parameters": {"file_name": "checks.yml"},
-        }
-    )
-    plan = resolve(request, host, HOST_ID).plan
-    assert plan is not None
-    return create_body(plan, host.agents["datahealth"], host_dir=HOST_DIR, version="1.2.3")
+    """The orchestrator's own create body for a run."""
+    return bodies.compliant_body(host_id=HOST_ID, host_dir=HOST_DIR)
 
 
 def call(

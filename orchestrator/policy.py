@@ -24,6 +24,7 @@ from orchestrator.contract import (
     LABEL_RUN_ID,
     LABEL_VERSION,
     LABEL_WORKFLOW_ID,
+    LABEL_WORKFLOW_RUN_ID,
 )
 
 CONFIG_MOUNT_POINT: Final = "/app/config"
@@ -48,6 +49,7 @@ REQUIRED_LABELS: Final = (
     LABEL_RUN_ID,
     LABEL_AGENT,
     LABEL_WORKFLOW_ID,
+    LABEL_WORKFLOW_RUN_ID,
     LABEL_VERSION,
 )
 LOG_OPTION_KEYS: Final = frozenset({"max-size", "max-file"})
