@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from orchestrator.policy import CONFIG_MOUNT_POINT, structural_violations
 from orchestrator.contract import (
     JOB_NETWORK,
     LABEL_AGENT,
@@ -31,6 +30,7 @@ from orchestrator.contract import (
     job_workflow_id,
 )
 from orchestrator.hostconfig import AgentConfig, HostConfig, agent_config_dir
+from orchestrator.policy import CONFIG_MOUNT_POINT, structural_violations
 
 LOG_MAX_SIZE = "10m"
 LOG_MAX_FILE = "3"

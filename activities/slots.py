@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,8 +27,11 @@ import structlog
 from activities.containers import list_managed
 from orchestrator.contract import LABEL_AGENT, LABEL_RUN_ID
 
-ACTIVE_STATES = frozenset({"created", "running", "restarting", "paused", "removing"})
+# A container being removed has ended: its slot is free (counting it would refuse the waiter
+# that its removal just woke).
+ACTIVE_STATES = frozenset({"created", "running", "restarting", "paused"})
 OFFER_SECONDS = 20.0
+STALE_SECONDS = 90.0  # a waiter that has not asked for this long is gone (its run ended)
 log = structlog.get_logger("bigeye.orchestrator.slots")
 
 
@@ -41,6 +45,13 @@ class Waiter:
 
 
 Wake = Callable[[Waiter], Awaitable[bool]]  # False: the run is gone (nobody to offer to)
+
+
+@dataclass
+class _Waiting:
+    waiter: Waiter
+    arrived: int  # first come, first served: kept when the run asks again
+    seen: float
 
 
 class SlotGate:
@@ -58,7 +69,8 @@ class SlotGate:
         self.wake = wake
         self.clock = clock
         self._lock = asyncio.Lock()
-        self._waiters: dict[str, Waiter] = {}  # in arrival order
+        self._waiting: dict[str, _Waiting] = {}
+        self._arrivals = itertools.count()
         self._offers: dict[str, tuple[str, float]] = {}  # run id → (agent, expires at)
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -69,7 +81,7 @@ class SlotGate:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return len(self._waiting)
 
     @contextlib.asynccontextmanager
     async def admission(self, waiter: Waiter) -> AsyncIterator[bool]:
@@ -79,19 +91,22 @@ class SlotGate:
             self._offer(active, caller=waiter.run_id)
             admitted = self._room(active, waiter, own_offer=True)
             if admitted:
-                self._waiters.pop(waiter.run_id, None)
-                self._offers.pop(waiter.run_id, None)
+                self.forget(waiter.run_id)
             else:
-                self._waiters.setdefault(waiter.run_id, waiter)
+                waiting = self._waiting.get(waiter.run_id)
+                if waiting is None:
+                    waiting = _Waiting(waiter, next(self._arrivals), self.clock())
+                    self._waiting[waiter.run_id] = waiting
+                waiting.waiter, waiting.seen = waiter, self.clock()
             yield admitted
 
     def released(self) -> None:
         """A job container stopped or went away: offer its slot now rather than later."""
-        if self._waiters:
+        if self._waiting:
             self._spawn(self._offer_now())
 
     def forget(self, run_id: str) -> None:
-        self._waiters.pop(run_id, None)
+        self._waiting.pop(run_id, None)
         self._offers.pop(run_id, None)
 
     async def _offer_now(self) -> None:
@@ -128,11 +143,15 @@ class SlotGate:
 
         The `caller` is asking in person: it needs no signal.
         """
-        for waiter in list(self._waiters.values()):
+        now = self.clock()
+        for waiting in sorted(self._waiting.values(), key=lambda w: w.arrived):
+            waiter = waiting.waiter
+            if now - waiting.seen > STALE_SECONDS:
+                self.forget(waiter.run_id)
+                continue
             if waiter.run_id in self._offers or not self._room(active, waiter, own_offer=False):
                 continue
-            self._offers[waiter.run_id] = (waiter.agent, self.clock() + OFFER_SECONDS)
-            del self._waiters[waiter.run_id]
+            self._offers[waiter.run_id] = (waiter.agent, now + OFFER_SECONDS)
             if self.wake is not None and waiter.run_id != caller:
                 self._spawn(self._signal(waiter))
 
@@ -141,8 +160,8 @@ class SlotGate:
         with contextlib.suppress(Exception):  # a lost offer only expires: the run re-checks
             assert self.wake is not None
             delivered = await self.wake(waiter)
-        if not delivered:
-            self._offers.pop(waiter.run_id, None)
+        if not delivered:  # the run has ended (or Temporal is away: it asks again itself)
+            self.forget(waiter.run_id)
             log.debug("slot offer not delivered", run_id=waiter.run_id)
             self.released()
 

@@ -88,7 +88,9 @@ class Sweeper:
         if info is None:
             return
         if not has_ended(info):
-            await stop_and_drain(self.docker, container_id, self.stop_grace(agent))
+            grace = self.stop_grace(agent)
+            log.warning("stopping orphan job container", grace_seconds=grace, **fields)
+            await stop_and_drain(self.docker, container_id, grace)
         end = await finalize(self.docker, container_id, self.host_id)
         if end is not None:
             log.warning(

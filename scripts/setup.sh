@@ -37,11 +37,7 @@ if ! docker info >/dev/null 2>&1; then
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
     fi
-    if ! docker info >/dev/null 2>&1; then
-      say "starting dockerd"
-      nohup dockerd >/var/log/bigeye-dockerd.log 2>&1 &
-      for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    fi
+    bash scripts/dockerd.sh start
   fi
   docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed): install Docker and start it, or run this as root on Debian to have it installed"
 fi

@@ -14,8 +14,9 @@ import signal
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 CONFIG_DIR = Path("/app/config")
 MIB = 1024 * 1024
@@ -115,6 +116,14 @@ def allocate(mib: int) -> bytearray:
     return buf
 
 
+# Where the numbered lines go; `both` alternates (odd lines on stdout, even on stderr).
+LOG_STREAMS: dict[str, tuple[Callable[[], TextIO], ...]] = {
+    "stdout": (lambda: sys.stdout,),
+    "stderr": (lambda: sys.stderr,),
+    "both": (lambda: sys.stderr, lambda: sys.stdout),
+}
+
+
 def log_line(number: int, total: int, width: int) -> str:
     head = f"line {number}/{total} "
     return head + "." * max(0, width - len(head))
@@ -131,6 +140,9 @@ def main(argv: list[str]) -> int:
         line_bytes = env_int("DEMO_LOG_LINE_BYTES", 80)
         ignore_sigterm = env_int("DEMO_IGNORE_SIGTERM", 0) == 1
         alloc_mb = env_int("DEMO_ALLOC_MB", 0)
+        streams = LOG_STREAMS.get(os.environ.get("DEMO_LOG_STREAM", "stdout").strip())
+        if streams is None:
+            raise UsageError("DEMO_LOG_STREAM must be stdout, stderr or both")
     except UsageError as e:
         print(f"demo-agent: {e}", file=sys.stderr, flush=True)
         return 2
@@ -147,7 +159,8 @@ def main(argv: list[str]) -> int:
     # The log lines are spread over the sleep: one line, then one slice of the sleep.
     slices = max(lines, 1)
     for number in range(1, lines + 1):
-        print(log_line(number, lines, line_bytes), flush=True)
+        out = streams[number % len(streams)]
+        print(log_line(number, lines, line_bytes), file=out(), flush=True)
         time.sleep(sleep_seconds / slices)
     if lines <= 0:
         time.sleep(sleep_seconds)

@@ -230,12 +230,18 @@ def test_mtls_refuses_foreign_or_missing_client_certificates(
         ).stdout
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         failures = [e for e in lines if e.get("event") == "cannot connect to Temporal; retrying"]
-        return failures if len(failures) >= 3 else []
+        at_ceiling = [f for f in failures if f["retry_in_seconds"] >= 30]
+        return failures if at_ceiling else []
 
-    failures = wait_for(retries, 90, "three connection retries")
+    # one line when it starts failing, one when the backoff reaches its ceiling (and one per
+    # change of error): not one per attempt
+    failures = wait_for(retries, 90, "the retries to reach the backoff ceiling")
     assert all("\n" not in f["error"] for f in failures)
+    assert failures[0]["attempts"] == 1 and failures[0]["retry_in_seconds"] == 1
+    attempts = [f["attempts"] for f in failures]
     delays = [f["retry_in_seconds"] for f in failures]
-    assert delays == sorted(delays) and delays[-1] > delays[0], f"backoff grows: {delays}"
+    assert attempts == sorted(attempts) and delays == sorted(delays), failures
+    assert len(failures) < attempts[-1], f"one line per state change, not per attempt: {failures}"
 
 
 def test_upgrade_mid_job_keeps_the_job_and_trigger_rules_hold(

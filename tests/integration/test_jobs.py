@@ -11,18 +11,10 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from tests.integration.conftest import DEMO_IMAGE, container_events, containers_of_host
+from tests.integration.conftest import DEMO_IMAGE, agent, container_events, containers_of_host
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
-
-FAST = {"DEMO_SLEEP_SECONDS": "0.5", "DEMO_LOG_LINES": "5"}
-
-
-def agent(**overrides: Any) -> dict[str, Any]:
-    env = {**FAST, **overrides.pop("env", {})}
-    return {"image": DEMO_IMAGE, "env": env, "memory": "128m", **overrides}
-
 
 ALL_AGENTS = {
     "lineage_plus": agent(),

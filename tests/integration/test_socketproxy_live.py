@@ -21,24 +21,36 @@ import aiohttp
 import pytest
 
 from activities import containers
-from activities.agents import create_body, resolve
-from activities.images import ensure_image, inspect_image
+from activities.images import Puller, inspect_image
+from activities.logstream import LineReader, LogLine
 from activities.network import ensure_job_network
 from orchestrator.contract import (
     JOB_NETWORK,
     LABEL_HOST_ID,
     LABEL_MANAGED,
-    parse_job_request,
 )
 from orchestrator.hostconfig import HostConfig
 from orchestrator.version import VERSION
 from socketproxy.config import ProxyConfig
 from socketproxy.server import start
+from tests.bodies import plan_for
 
 pytestmark = pytest.mark.integration
 
 DEMO_IMAGE = "bigeye-demo-agent:dev"
 SOCKET = "/var/run/docker.sock"
+
+
+async def log_lines(
+    docker: aiodocker.Docker, ref: str, *, follow: bool, tail: int | None = None
+) -> AsyncIterator[LogLine]:
+    """The container's output as lines, read the way the orchestrator reads it."""
+    reader = LineReader()
+    async for entry in containers.log_entries(docker, ref, follow=follow, tail=tail):
+        for line in reader.feed(entry):
+            yield line
+    for line in reader.finish():
+        yield line
 
 
 @dataclass
@@ -59,20 +71,15 @@ class Live:
         host = HostConfig.model_validate(
             {"agents": {"datahealth": {"image": DEMO_IMAGE, "env": env or {}, "memory": "64m"}}}
         )
-        request = parse_job_request(
-            {
-                "job_id": self.host_id,
-                "run_id": run_id,
-                "agent": "datahealth",
-                "parameters": {"file_name": "checks.yml"},
-            }
-        )
-        plan = resolve(request, host, self.host_id).plan
-        assert plan is not None
-        body = create_body(
-            plan, host.agents["datahealth"], host_dir=str(self.host_dir), version=VERSION
-        )
-        return plan.container_name, run_id, body
+        request = {
+            "job_id": self.host_id,
+            "run_id": run_id,
+            "agent": "datahealth",
+            "parameters": {"file_name": "checks.yml"},
+        }
+        plan = plan_for(host, request, host_id=self.host_id, host_dir=str(self.host_dir),
+                        version=VERSION)  # fmt: skip
+        return plan.container_name, run_id, plan.create_body
 
     async def direct_container(self, name: str, labels: dict[str, str], run: bool) -> str:
         """A container made through the real socket, around the proxy."""
@@ -189,7 +196,7 @@ async def test_the_orchestrators_job_lifecycle_through_the_proxy(live: Live):
     assert network["Labels"].get(LABEL_MANAGED) == "true"
 
     # The image the orchestrator checks before every launch.
-    image = await ensure_image(live.via_proxy, DEMO_IMAGE, None, lambda _: None)
+    image = await Puller(live.via_proxy).ensure(DEMO_IMAGE, None, lambda _: None)
     assert image.image_id.startswith("sha256:")
 
     # Create (idempotent: the second call adopts), start, follow logs while it runs.
@@ -208,7 +215,7 @@ async def test_the_orchestrators_job_lifecycle_through_the_proxy(live: Live):
 
     lines: list[str] = []
     running_at_first_line: bool | None = None
-    async for line in containers.follow_logs(live.via_proxy, name, since=None, follow=True):
+    async for line in log_lines(live.via_proxy, name, follow=True):
         if running_at_first_line is None:
             state = await live.state(container_id)
             running_at_first_line = bool(state and state["Running"])
@@ -231,10 +238,7 @@ async def test_the_orchestrators_job_lifecycle_through_the_proxy(live: Live):
         f"{live.host_dir}/agent_config/datahealth:/app/config:ro"
     ]
     tail = [
-        line.text
-        async for line in containers.follow_logs(
-            live.via_proxy, container_id, since=None, follow=False, tail=2, timestamps=False
-        )
+        line.text async for line in log_lines(live.via_proxy, container_id, follow=False, tail=2)
     ]
     assert tail[-1] == "demo-agent: done, exiting with 0"
     await containers.remove(live.via_proxy, container_id)
@@ -249,7 +253,7 @@ async def test_stop_and_kill_of_a_running_job_container(live: Live):
     await containers.start(live.via_proxy, info["Id"])
     # Its SIGTERM handler is in place once it prints; leaving the follow stream early closes
     # the proxy's upstream request with it.
-    async for _ in containers.follow_logs(live.via_proxy, name, since=None, follow=True):
+    async for _ in log_lines(live.via_proxy, name, follow=True):
         break
     await containers.stop(live.via_proxy, name, grace_seconds=5)
     state = await live.state(info["Id"])
