@@ -28,9 +28,13 @@ integration: setup
 e2e: setup
 	$(VENV)/bin/pytest -q tests/e2e
 
+# Independent test files run side by side (pytest-xdist, 3 workers, a file per worker at a
+# time); restarting the Docker engine stops every container on it, so that test runs last, alone.
+PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 test: setup
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	$(PYTEST) -n 3 --dist loadfile -m "not engine_restart" tests
+	$(PYTEST) -m engine_restart tests
 
 bench: setup
 	$(PY) -m bench

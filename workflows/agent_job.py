@@ -97,13 +97,16 @@ class AgentJobRun:
             request = parse_job_request(raw_request)
         except InvalidRequest as exc:
             raise ApplicationError(str(exc), type=INVALID_JOB_REQUEST, non_retryable=True) from None
-        resolution: Resolution = await self._step(
-            JobActivities.resolve_job,
-            request.model_dump(mode="json"),
-            interruptible=False,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=CONTROL_RETRY,
-        )
+        try:
+            resolution: Resolution = await self._step(
+                JobActivities.resolve_job,
+                request.model_dump(mode="json"),
+                interruptible=False,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CONTROL_RETRY,
+            )
+        except ActivityError as exc:  # the host could not plan the run: it still gets a result
+            resolution = Resolution(outcome="rejected", message=_failure_message(exc))
         if resolution.outcome == "invalid":
             raise ApplicationError(
                 resolution.message or "invalid", type=INVALID_JOB_REQUEST, non_retryable=True

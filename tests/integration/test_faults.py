@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     container_events,
     containers_of_host,
 )
+from tests.registry import TestRegistry, remove_local_image
 from tests.relay import SocketRelay
 from tests.waiting import async_wait_for, wait_for
 
@@ -130,6 +131,48 @@ async def test_cancel_100_ms_after_start_and_while_running(make_host: Any, clien
     assert result["log_tail"][-1] == "demo-agent: SIGTERM received, exiting with 143"
     assert any(line.startswith("line 2/300") for line in result["log_tail"])
     none_left(host.host_id)
+
+
+async def test_cancel_while_pulling_ends_canceled_and_creates_nothing(
+    make_host: Any, client: Client
+) -> None:
+    with TestRegistry() as registry:
+        image = f"{registry.address}/bigeye/demo:slow"
+        registry.add_image(DEMO_IMAGE, "bigeye/demo", "slow")
+        registry.stall(True)  # the layers never come while the test holds it
+        try:
+            host = make_host({"datahealth": agent(image=image)})
+            since = time.time() - 1
+            handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
+            await phase_is(handle, "pulling")
+            wait_for(lambda: any("/blobs/" in path for _, path in registry.requests), 30,
+                     "the engine to ask for a layer")  # fmt: skip
+            began = time.monotonic()
+            await handle.cancel()
+            result = await result_within(handle, 30)
+            assert result["status"] == "canceled", result
+            assert time.monotonic() - began < 10, "the pull's activity hears of the cancel"
+            assert result["image_id"] is None and result["exit_code"] is None
+            assert container_events(host.host_id, since, "create") == []
+        finally:
+            registry.stop()
+            remove_local_image(image)
+
+
+async def test_a_pulled_image_is_reported_by_its_digest(make_host: Any, client: Client) -> None:
+    with TestRegistry() as registry:
+        image = f"{registry.address}/bigeye/demo:1"
+        digest = registry.add_image(DEMO_IMAGE, "bigeye/demo", "1")
+        try:
+            host = make_host({"datahealth": agent(image=image)})
+            handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
+            result = await result_within(handle, 120)
+            assert result["status"] == "succeeded", result
+            assert result["image"] == image
+            assert result["image_digest"] == f"{registry.address}/bigeye/demo@{digest}"
+            assert "image pulled" in host.logs()
+        finally:
+            remove_local_image(image)
 
 
 async def test_cancel_while_waiting_for_a_slot_leaves_nothing(
