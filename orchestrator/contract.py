@@ -174,15 +174,30 @@ class InvalidRequest(ValueError):
     """A request that breaks the contract; `str()` is one line naming the keys at fault."""
 
 
+MAX_PROBLEMS_SHOWN: Final = 3
+
+
+def printable_key(key: object) -> str:
+    """A key as it can be shown on one line: anything unusual in it is escaped."""
+    text = str(key)
+    if text.isprintable():
+        return text[:80] + ("…" if len(text) > 80 else "")
+    return repr(text)[:80]
+
+
 def _describe(error: ValidationError, prefix: str = "") -> str:
+    """One line: the first problems (key and what is wrong), then how many more there are."""
     parts = []
-    for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "request"
-        msg = item["msg"]
+    problems = error.errors()
+    for item in problems[:MAX_PROBLEMS_SHOWN]:
+        loc = ".".join(printable_key(p) for p in item["loc"]) or "request"
+        msg = " ".join(str(item["msg"]).split())
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
         parts.append(f"{prefix}{loc}: {msg}")
-    return "; ".join(parts)
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+    return "; ".join(parts) + suffix
 
 
 def parse_job_request(raw: Any) -> JobRunRequest:

@@ -7,6 +7,7 @@ naming the key and the problem.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
@@ -24,10 +25,21 @@ from pydantic import (
     field_validator,
 )
 
-from orchestrator.contract import AGENT_DEFAULT_TIMEOUT_SECONDS, AGENT_TYPES, HOST_ID_PATTERN
+from orchestrator.contract import (
+    AGENT_DEFAULT_TIMEOUT_SECONDS,
+    AGENT_TYPES,
+    HOST_ID_PATTERN,
+    printable_key,
+)
 
 CONFIG_FILE_NAME = "bigeye_agent.yml"
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*$", re.IGNORECASE | re.ASCII)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_BYTES = 2**63 - 1  # Docker's sizes are signed 64-bit
+MAX_TIMEOUT_SECONDS = 365 * 24 * 3600
+MAX_STOP_GRACE_SECONDS = 3600
+MAX_CPUS = 1024
+MIN_CPUS = 0.01  # Docker's smallest NanoCpus step that means anything
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -41,10 +53,19 @@ def parse_size(value: str | int) -> int:
         raise ValueError("must be a size like 512m or 2g")
     if isinstance(value, int):
         return value
-    match = _SIZE.match(str(value))
+    match = _SIZE.match(str(value)) if len(str(value)) <= 64 else None
     if not match:
-        raise ValueError(f"{value!r} is not a size like 512m or 2g")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        raise ValueError(f"{printable_value(value)} is not a size like 512m or 2g")
+    size = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not math.isfinite(size) or size > MAX_BYTES:
+        raise ValueError(f"{printable_value(value)} is more than Docker accepts")
+    return int(size)
+
+
+def printable_value(value: object) -> str:
+    """A value as a message may show it: short, on one line."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class _Model(BaseModel):
@@ -55,12 +76,12 @@ class AgentConfig(_Model):
     image: Annotated[str, StringConstraints(min_length=1, pattern=r"^[^\s]+$")]
     config_dir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: Annotated[StrictInt, Field(ge=1)] | None = None
-    stop_grace_seconds: Annotated[StrictInt, Field(ge=0)] = 10
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT_SECONDS)] | None = None
+    stop_grace_seconds: Annotated[StrictInt, Field(ge=0, le=MAX_STOP_GRACE_SECONDS)] = 10
     memory: StrictStr | StrictInt = "2g"
-    cpus: Annotated[StrictFloat | StrictInt, Field(gt=0)] = 1.0
-    pids_limit: Annotated[StrictInt, Field(ge=16)] = 512
-    max_concurrent: Annotated[StrictInt, Field(ge=1)] = 1
+    cpus: Annotated[StrictFloat | StrictInt, Field(ge=MIN_CPUS, le=MAX_CPUS)] = 1.0
+    pids_limit: Annotated[StrictInt, Field(ge=16, le=2**22)] = 512
+    max_concurrent: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
 
     @field_validator("memory", mode="before")
     @classmethod
@@ -81,8 +102,16 @@ class AgentConfig(_Model):
     def _env_strings(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for key, item in value.items():
+                if not isinstance(key, str) or not _ENV_NAME.match(key):
+                    raise ValueError(
+                        f"{printable_key(key)} is not a variable name: use letters, digits "
+                        "and _, not starting with a digit"
+                    )
                 if not isinstance(item, str):
-                    raise ValueError(f"value of {key} must be a string: quote it ('{item}')")
+                    raise ValueError(
+                        f"the value of {key} must be a string: quote it in the file "
+                        "('0755', 'yes', '1.0' stay as written)"
+                    )
         return value
 
     @field_validator("config_dir")
@@ -92,7 +121,9 @@ class AgentConfig(_Model):
             return value
         path = PurePosixPath(value)
         if path.is_absolute() or ".." in path.parts or not path.parts:
-            raise ValueError(f"{value!r} must be a directory inside the host directory")
+            raise ValueError(
+                f"{printable_value(value)} must be a directory inside the host directory"
+            )
         if path.parts == ("agent_config",):
             raise ValueError(
                 "agent_config itself holds the host's mTLS keys: use agent_config/<agent>"
@@ -141,7 +172,8 @@ class HostConfig(BaseModel):
             for key in value:
                 if key not in AGENT_TYPES:
                     raise ValueError(
-                        f"unknown agent type {key!r} (expected one of {', '.join(AGENT_TYPES)})"
+                        f"unknown agent type {printable_value(key)} (expected one of "
+                        f"{', '.join(AGENT_TYPES)})"
                     )
         return value
 
@@ -156,8 +188,8 @@ def agent_config_dir(agent: str, config: AgentConfig) -> str:
 
 def _one_line(path: Path, exc: ValidationError) -> str:
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
+    loc = ".".join(printable_key(p) for p in first["loc"])
+    msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = len(exc.errors()) - 1
@@ -165,14 +197,57 @@ def _one_line(path: Path, exc: ValidationError) -> str:
     return f"{path}: {loc}: {msg}{suffix}"
 
 
-def parse_host_config(text: str, path: Path) -> HostConfig:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader; a value it cannot build is reported where it is in the file."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, LookupError, AttributeError, OverflowError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value ({type(exc).__name__})", node.start_mark
+            ) from None
+
+
+def _where(mark: Any) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _read_yaml(text: str, path: Path) -> Any:
+    """The document's data, or one line naming what is wrong and where."""
+    loader: _Loader | None = None
     try:
-        data = yaml.safe_load(text)
+        loader = _Loader(text)
+        return loader.get_single_data()
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(
+            f"{path}: the character {exc.character!r} is not allowed in YAML, at line {line}, "
+            f"column {column}: remove it"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise ConfigError(f"{path}: {problem}{where}: fix the YAML syntax") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or "not valid YAML").split())
+        raise ConfigError(f"{path}: {problem}{_where(mark)}: fix the YAML syntax") from None
+    except RecursionError:
+        mark = loader.get_mark() if loader is not None else None
+        raise ConfigError(f"{path}: values are nested too deeply{_where(mark)}") from None
+    except (ValueError, TypeError, LookupError, AttributeError, OverflowError) as exc:
+        mark = loader.get_mark() if loader is not None else None
+        raise ConfigError(
+            f"{path}: cannot read the file{_where(mark)} ({type(exc).__name__}): fix the value "
+            "there"
+        ) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def parse_host_config(text: str, path: Path) -> HostConfig:
+    data = _read_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -181,6 +256,8 @@ def parse_host_config(text: str, path: Path) -> HostConfig:
         return HostConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_one_line(path, exc)) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: values are nested too deeply") from None
 
 
 def load_host_config(path: Path) -> HostConfig:

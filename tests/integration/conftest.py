@@ -144,6 +144,23 @@ def own_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalS
     server.stop()
 
 
+FIGURES = Path(__file__).resolve().parents[2] / ".state" / "fault-figures.jsonl"
+
+
+@pytest.fixture
+def figure(request: pytest.FixtureRequest) -> Any:
+    """Records a figure a fault test measured, for docs/reliability.md (.state/, not in git)."""
+
+    def record(name: str, value: float, unit: str = "s") -> None:
+        FIGURES.parent.mkdir(exist_ok=True)
+        line = {"test": request.node.name, "figure": name, "value": round(value, 3), "unit": unit,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+        with FIGURES.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+    return record
+
+
 @pytest.fixture
 async def client(temporal_address: str) -> Client:
     return await Client.connect(temporal_address)

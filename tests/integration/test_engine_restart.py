@@ -33,7 +33,7 @@ def restart_engine() -> None:
 
 
 async def test_dockerd_restarted_mid_run_ends_the_run_truthfully_and_the_next_job_runs(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     if not engine_is_ours():
         pytest.skip(
@@ -52,6 +52,7 @@ async def test_dockerd_restarted_mid_run_ends_the_run_truthfully_and_the_next_jo
     async with asyncio.timeout(120):
         result = await handle.result()
     took = time.monotonic() - began
+    figure("dockerd restarted mid-run → failed result (exit 143)", took)
     assert took < 120
     # the engine stopped the container when it shut down (SIGTERM, exit 143); the result says
     # so, and adds that the engine was away when the watch found it away

@@ -91,23 +91,29 @@ def log_events(host: Any) -> list[dict[str, Any]]:
 
 
 async def test_cancel_the_moment_the_container_is_created_ten_times(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host({"datahealth": agent(stop_grace_seconds=3, env=LONG)})
     since = time.time() - 1
+    took = []
     for _ in range(10):
         async with engine_events(host.host_id, "create") as created:
             handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
             async with asyncio.timeout(60):
                 await created.get()
+            began = time.monotonic()
             await handle.cancel()
         result = await result_within(handle, 60)
+        took.append(time.monotonic() - began)
         assert result["status"] == "canceled", result
         none_left(host.host_id)
     assert len(container_events(host.host_id, since, "create")) == 10
+    figure("cancel at create → canceled result, slowest of 10", max(took))
 
 
-async def test_cancel_100_ms_after_start_and_while_running(make_host: Any, client: Client) -> None:
+async def test_cancel_100_ms_after_start_and_while_running(
+    make_host: Any, client: Client, figure: Any
+) -> None:
     host = make_host({"datahealth": agent(stop_grace_seconds=3, env=LONG)})
     for _ in range(3):
         async with engine_events(host.host_id, "start") as started:
@@ -115,8 +121,10 @@ async def test_cancel_100_ms_after_start_and_while_running(make_host: Any, clien
             async with asyncio.timeout(60):
                 await started.get()
             await asyncio.sleep(0.1)  # the fault's timing is the test: 100 ms into the run
+            began = time.monotonic()
             await handle.cancel()
         result = await result_within(handle, 60)
+        figure("cancel 100 ms after start → canceled result", time.monotonic() - began)
         assert result["status"] == "canceled", result
         none_left(host.host_id)
 
@@ -124,8 +132,10 @@ async def test_cancel_100_ms_after_start_and_while_running(make_host: Any, clien
     handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     await phase_is(handle, "running")
     wait_for(lambda: "line 2/300" in host.logs(), 30, "the job's output")
+    began = time.monotonic()
     await handle.cancel()
     result = await result_within(handle, 60)
+    figure("cancel while running (exits on SIGTERM) → canceled result", time.monotonic() - began)
     assert result["status"] == "canceled" and result["reason"] == "canceled by request"
     assert result["exit_code"] == 143, result
     assert result["log_tail"][-1] == "demo-agent: SIGTERM received, exiting with 143"
@@ -134,7 +144,7 @@ async def test_cancel_100_ms_after_start_and_while_running(make_host: Any, clien
 
 
 async def test_cancel_while_pulling_ends_canceled_and_creates_nothing(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     with TestRegistry() as registry:
         image = f"{registry.address}/bigeye/demo:slow"
@@ -150,6 +160,7 @@ async def test_cancel_while_pulling_ends_canceled_and_creates_nothing(
             began = time.monotonic()
             await handle.cancel()
             result = await result_within(handle, 30)
+            figure("cancel while pulling → canceled result", time.monotonic() - began)
             assert result["status"] == "canceled", result
             assert time.monotonic() - began < 10, "the pull's activity hears of the cancel"
             assert result["image_id"] is None and result["exit_code"] is None
@@ -176,7 +187,7 @@ async def test_a_pulled_image_is_reported_by_its_digest(make_host: Any, client: 
 
 
 async def test_cancel_while_waiting_for_a_slot_leaves_nothing(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host({"datahealth": agent(max_concurrent=1, stop_grace_seconds=1, env=LONG)})
     since = time.time() - 1
@@ -184,8 +195,10 @@ async def test_cancel_while_waiting_for_a_slot_leaves_nothing(
     await phase_is(first, "running")
     waiting = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     await phase_is(waiting, "queued")
+    began = time.monotonic()
     await waiting.cancel()
     result = await result_within(waiting, 30)
+    figure("cancel while queued → canceled result", time.monotonic() - began)
     assert result["status"] == "canceled" and result["exit_code"] is None
     assert result["started_at"] is None and result["log_tail"] == []
     await first.cancel()
@@ -198,7 +211,7 @@ async def test_cancel_while_waiting_for_a_slot_leaves_nothing(
 
 
 async def test_temporal_frozen_across_the_jobs_exit_still_succeeds(
-    make_host: Any, own_temporal: TemporalServer
+    make_host: Any, own_temporal: TemporalServer, figure: Any
 ) -> None:
     client = await Client.connect(own_temporal.address)
     host = make_host(
@@ -215,14 +228,16 @@ async def test_temporal_frozen_across_the_jobs_exit_still_succeeds(
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - frozen_at)))  # the fault: 30 s
     finally:
         own_temporal.thaw()
+    thawed = time.monotonic()
     result = await result_within(handle, 120)
+    figure("Temporal frozen 30 s: thaw → succeeded result", time.monotonic() - thawed)
     assert result["status"] == "succeeded" and result["exit_code"] == 0, result
     assert len(container_events(host.host_id, since, "create")) == 1
     none_left(host.host_id, 60)
 
 
 async def test_temporal_restarted_mid_run_and_the_worker_reconnects(
-    make_host: Any, own_temporal: TemporalServer
+    make_host: Any, own_temporal: TemporalServer, figure: Any
 ) -> None:
     host = make_host(
         {"datahealth": agent(env={"DEMO_SLEEP_SECONDS": "8", "DEMO_LOG_LINES": "8"})},
@@ -231,10 +246,12 @@ async def test_temporal_restarted_mid_run_and_the_worker_reconnects(
     client = await Client.connect(own_temporal.address)
     handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     await phase_is(handle, "running")
+    restarted = time.monotonic()
     own_temporal.restart()
     client = await Client.connect(own_temporal.address)
     handle = client.get_workflow_handle(handle.id)
     result = await result_within(handle, 120)
+    figure("Temporal restarted mid-run: restart → succeeded result", time.monotonic() - restarted)
     assert result["status"] == "succeeded", result
     assert host.proc is not None and host.proc.poll() is None, "the same orchestrator process"
     after = await host.start_job(client, host.request("datahealth", {"file_name": "b"}))
@@ -243,7 +260,7 @@ async def test_temporal_restarted_mid_run_and_the_worker_reconnects(
 
 
 async def test_sigterm_with_temporal_frozen_exits_within_ten_seconds(
-    make_host: Any, own_temporal: TemporalServer
+    make_host: Any, own_temporal: TemporalServer, figure: Any
 ) -> None:
     host = make_host({"datahealth": agent(env=LONG)}, temporal=own_temporal.address)
     client = await Client.connect(own_temporal.address)
@@ -254,6 +271,7 @@ async def test_sigterm_with_temporal_frozen_exits_within_ten_seconds(
         took = host.terminate()
     finally:
         own_temporal.thaw()
+    figure("SIGTERM with Temporal frozen → exit", took)
     assert took <= 10, f"SIGTERM exit took {took:.1f}s"
     assert len(containers_of_host(host.host_id)) == 1, "the job keeps running"
     await handle.cancel()
@@ -263,7 +281,7 @@ async def test_sigterm_with_temporal_frozen_exits_within_ten_seconds(
 
 
 async def test_sigkill_with_eight_jobs_running_then_all_succeed(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host(
         {"datahealth": agent(max_concurrent=8, env={"DEMO_SLEEP_SECONDS": "10"})},
@@ -278,8 +296,10 @@ async def test_sigkill_with_eight_jobs_running_then_all_succeed(
         await phase_is(handle, "running")
     host.kill()
     assert len(containers_of_host(host.host_id)) == 8
+    restarted = time.monotonic()
     host.start()
     results = await asyncio.gather(*(result_within(h, 120) for h in handles))
+    figure("SIGKILL with 8 jobs: restart → 8 results", time.monotonic() - restarted)
     assert [r["status"] for r in results] == ["succeeded"] * 8, results
     assert len(container_events(host.host_id, since, "create")) == 8
     none_left(host.host_id)
@@ -289,7 +309,7 @@ async def test_sigkill_with_eight_jobs_running_then_all_succeed(
 
 
 async def test_a_terminated_run_is_swept_while_a_newer_run_of_the_job_runs(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     sweep, grace = 1.0, 3.0
     host = make_host(
@@ -312,6 +332,7 @@ async def test_a_terminated_run_is_swept_while_a_newer_run_of_the_job_runs(
     newer = await host.start_job(client, request)
     wait_for(lambda: old_container not in containers_of_host(host.host_id), 60, "the sweep")
     swept_after = time.monotonic() - terminated_at
+    figure("terminated run's container gone (sweep 1 s, grace 3 s)", swept_after)
     assert grace <= swept_after <= sweep + grace + 5, swept_after  # 5: its SIGTERM and removal
     result = await result_within(newer, 60)
     assert result["status"] == "succeeded", result
@@ -319,7 +340,7 @@ async def test_a_terminated_run_is_swept_while_a_newer_run_of_the_job_runs(
 
 
 async def test_sigterm_while_the_sweeper_stops_a_stubborn_orphan_exits_within_ten_seconds(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host(
         {"datahealth": agent(stop_grace_seconds=60, env={**LONG, "DEMO_IGNORE_SIGTERM": "1"})},
@@ -331,6 +352,7 @@ async def test_sigterm_while_the_sweeper_stops_a_stubborn_orphan_exits_within_te
     await handle.terminate("abandoned")
     wait_for(lambda: "stopping orphan job container" in host.logs(), 30, "the sweeper's stop")
     took = host.terminate()
+    figure("SIGTERM while the sweeper stops a SIGTERM-ignoring orphan → exit", took)
     assert took <= 10, f"SIGTERM exit took {took:.1f}s"
 
 
@@ -338,7 +360,7 @@ async def test_sigterm_while_the_sweeper_stops_a_stubborn_orphan_exits_within_te
 
 
 async def test_permanent_engine_errors_fail_the_run_quickly_with_the_engines_reason(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host(
         {
@@ -351,6 +373,7 @@ async def test_permanent_engine_errors_fail_the_run_quickly_with_the_engines_rea
     too_big = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     unpullable = await host.start_job(client, host.request("external_monitors", {"connector": "x"}))
     cpus, pull = await asyncio.gather(result_within(too_big, 60), result_within(unpullable, 60))
+    figure("cpus above the host's and an unpullable image → both failed", time.monotonic() - began)
     assert time.monotonic() - began < 60
     assert cpus["status"] == "failed" and "Range of CPUs" in cpus["reason"], cpus
     assert cpus["exit_code"] is None and cpus["image_id"].startswith("sha256:")
@@ -362,7 +385,7 @@ async def test_permanent_engine_errors_fail_the_run_quickly_with_the_engines_rea
 
 
 async def test_an_image_removed_by_sync_while_a_run_waits_fails_that_run(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     old_tag = f"bigeye-demo-agent:sync-{uuid.uuid4().hex[:8]}"
     docker("tag", DEMO_IMAGE, old_tag)
@@ -382,6 +405,7 @@ async def test_an_image_removed_by_sync_while_a_run_waits_fails_that_run(
         await blocker.cancel()
         began = time.monotonic()
         result = await result_within(waiting, 60)
+        figure("image removed by sync while queued: slot freed → failed", time.monotonic() - began)
         assert time.monotonic() - began < 60
         assert result["status"] == "failed", result
         assert result["image"] == old_tag and old_tag in result["reason"], result
@@ -397,7 +421,7 @@ async def test_an_image_removed_by_sync_while_a_run_waits_fails_that_run(
 
 
 async def test_runs_queued_on_a_busy_agent_do_not_delay_another_agents_job(
-    make_host: Any, client: Client
+    make_host: Any, client: Client, figure: Any
 ) -> None:
     host = make_host(
         {
@@ -418,6 +442,7 @@ async def test_runs_queued_on_a_busy_agent_do_not_delay_another_agents_job(
     began = time.monotonic()
     other = await host.start_job(client, host.request("external_monitors", {"connector": "x"}))
     await phase_is(other, "running", within=10)
+    figure("6 runs queued on one agent: another agent's job → running", time.monotonic() - began)
     assert time.monotonic() - began < 10
     assert (await result_within(other, 60))["status"] == "succeeded"
     for handle in busy:
@@ -479,7 +504,7 @@ async def test_long_lines_and_interleaved_streams_are_forwarded_or_counted_to_th
 
 
 async def test_log_streams_cut_again_and_again_forward_every_line_once(
-    make_host: Any, client: Client, tmp_path: Path
+    make_host: Any, client: Client, tmp_path: Path, figure: Any
 ) -> None:
     relay = SocketRelay(tmp_path / "docker.sock")
     relay.start()
@@ -500,6 +525,7 @@ async def test_log_streams_cut_again_and_again_forward_every_line_once(
         result = await handle.result()
         assert result["status"] == "succeeded", result
         assert cuts >= 5
+        figure("connections cut during a 12 s job (every line once)", cuts, "cuts")
         numbered = [e["event"] for e in agent_lines(host, request["run_id"])
                     if e["event"].startswith("line ")]  # fmt: skip
         assert len(numbered) == count, f"{len(numbered)} lines for {count} ({cuts} cuts)"
@@ -513,7 +539,7 @@ async def test_log_streams_cut_again_and_again_forward_every_line_once(
 
 
 async def test_docker_and_temporal_away_at_start_up_are_waited_for_without_a_crash(
-    make_host: Any, tmp_path: Path
+    make_host: Any, tmp_path: Path, figure: Any
 ) -> None:
     server = TemporalServer(tmp_path / "late-temporal")
     (tmp_path / "late-temporal").mkdir()
@@ -528,7 +554,9 @@ async def test_docker_and_temporal_away_at_start_up_are_waited_for_without_a_cra
         wait_for(lambda: "cannot reach Docker; retrying" in host.logs(), 60, "Docker's retry")
         assert host.proc is not None and host.proc.poll() is None, "no crash"
         relay.start()
+        back = time.monotonic()
         wait_for(lambda: '"polling"' in host.logs(), 60, "polling once both answer")
+        figure("Docker back at start-up → polling", time.monotonic() - back)
         events = log_events(host)
         names = [e["event"] for e in events]
         assert names.count("cannot connect to Temporal; retrying") <= 3

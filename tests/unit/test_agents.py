@@ -20,7 +20,7 @@ from orchestrator.contract import (
     JobRunRequest,
     parse_job_request,
 )
-from orchestrator.hostconfig import HostConfig
+from orchestrator.hostconfig import AgentConfig, HostConfig
 from orchestrator.policy import structural_violations
 
 HOST_ID = "prod-agent-01"
@@ -240,7 +240,9 @@ def test_the_plan_carries_the_finished_body_and_the_registry_login():
 
 
 def test_an_agent_entry_that_breaks_the_policy_is_rejected_with_the_reason():
-    hc = host(datahealth={"image": "x", "env": {"NOT A NAME": "1"}})
+    # the loader refuses such an entry at start-up; resolution checks again, in case
+    entry = AgentConfig.model_construct(image="x", env={"NOT A NAME": "1"})
+    hc = HostConfig.model_construct(agents={"datahealth": entry})
     resolution = resolve_for("datahealth", hc)
     assert resolution.outcome == "rejected" and resolution.plan is None
     assert resolution.image == "x"
