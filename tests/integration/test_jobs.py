@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from orchestrator.contract import AGENT_TYPES
 from tests.integration.conftest import DEMO_IMAGE, agent, container_events, containers_of_host
+from tests.unit.test_fuzz_job_requests import (
+    check_refusal_message,
+    parameter_faults,
+    top_level_faults,
+)
 from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -329,3 +340,53 @@ async def test_a_container_whose_run_was_terminated_is_swept_after_the_grace(
     )
     swept_event = next(e for e in events if e["event"] == "orphan job container swept")
     assert swept_event["exit_code"] == 143 and swept_event["log_tail"]
+
+
+# ---- generated hostile requests through the real worker --------------------------------------
+
+
+@pytest.fixture
+def portal() -> Any:
+    """Runs coroutines on a loop of its own: hypothesis drives this test synchronously."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(60)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_generated_invalid_requests_fail_in_one_line_and_create_nothing(
+    make_host: Any, temporal_address: str, portal: Any
+) -> None:
+    host = make_host(ALL_AGENTS)
+    since = time.time() - 1
+    client = portal(Client.connect(temporal_address))
+    seen = 0
+
+    async def refusal_of(raw: Any) -> ApplicationError:
+        handle = await client.start_workflow(
+            "AgentJobRun", raw, id=f"fuzz-{uuid.uuid4().hex}", task_queue=host.task_queue,
+            execution_timeout=timedelta(minutes=2),
+        )  # fmt: skip
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError), cause
+        return cause
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(case=top_level_faults() | st.sampled_from(AGENT_TYPES).flatmap(parameter_faults))
+    def each(case: tuple[Any, tuple[str, ...]]) -> None:
+        nonlocal seen
+        raw, _ = case
+        cause = portal(refusal_of(raw))
+        assert cause.type == "InvalidJobRequest" and cause.non_retryable, cause
+        check_refusal_message(cause.message, raw)
+        seen += 1
+
+    each()
+    assert seen == 200
+    assert container_events(host.host_id, since, "create") == []
+    assert "Traceback" not in host.logs()
