@@ -40,13 +40,13 @@ class OutputForwarder:
             self._emit(line)
 
     def summary(self) -> None:
-        cursor = self.reader.cursor
+        reader = self.reader
         self.jlog.info(
             "job output forwarded",
-            lines=cursor.lines,
-            bytes=cursor.bytes,
-            lines_cut=cursor.lines_cut,
-            bytes_cut=cursor.bytes_cut,
+            lines=reader.lines,
+            bytes=reader.bytes,
+            lines_cut=reader.lines_cut,
+            bytes_cut=reader.bytes_cut,
         )
 
     def _emit(self, line: LogLine) -> None:

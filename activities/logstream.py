@@ -14,6 +14,7 @@ last entry of the last line forwarded and how many entries of that stream carry 
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -194,20 +195,45 @@ class LogCursor(BaseModel):
         return docker_since(min(marks, key=timestamp_ns), RESUME_MARGIN_NS)
 
 
-def _at_or_before(timestamp: str, count: int, position: Position) -> bool:
-    ours, theirs = timestamp_ns(timestamp), timestamp_ns(position.timestamp)
-    return ours < theirs or (ours == theirs and count <= position.count)
+@functools.lru_cache(maxsize=4096)
+def _ns(timestamp: str) -> int:
+    return timestamp_ns(timestamp)
 
 
 class LineReader:
-    """Entries in, whole lines out, each line exactly once across resumed streams."""
+    """Entries in, whole lines out, each line exactly once across resumed streams.
+
+    It keeps its cursor as plain values (a line costs no model); `cursor` is the snapshot that
+    rides in a heartbeat.
+    """
 
     def __init__(self, cursor: LogCursor | None = None, max_line_bytes: int = MAX_LINE_BYTES):
-        self.cursor = cursor.model_copy(deep=True) if cursor is not None else LogCursor()
+        start = cursor or LogCursor()
+        # per stream: (timestamp, its nanoseconds, entries at it consumed) of a last line's end
+        self._done = {
+            s: (p.timestamp, _ns(p.timestamp), p.count) for s, p in start.positions.items()
+        }
+        self._pending = dict(start.pending)
+        self._horizon = start.horizon
+        self._horizon_ns = _ns(start.horizon) if start.horizon else -1
+        self.lines, self.bytes = start.lines, start.bytes
+        self.lines_cut, self.bytes_cut = start.lines_cut, start.bytes_cut
         self.max_line_bytes = max_line_bytes
         self._seen: dict[str, tuple[str, int]] = {}  # per stream, in this pass: (stamp, count)
         self._partial: dict[str, _Partial] = {}
         self._partial_end: dict[str, tuple[str, int]] = {}
+
+    @property
+    def cursor(self) -> LogCursor:
+        return LogCursor(
+            positions={s: Position(timestamp=t, count=c) for s, (t, _, c) in self._done.items()},
+            pending=dict(self._pending),
+            horizon=self._horizon,
+            lines=self.lines,
+            bytes=self.bytes,
+            lines_cut=self.lines_cut,
+            bytes_cut=self.bytes_cut,
+        )
 
     def resume(self) -> str | None:
         """A new pass over the stream (after a cut): pieces of unfinished lines are re-read."""
@@ -222,12 +248,14 @@ class LineReader:
             last = self._seen.get(stream)
             count = last[1] + 1 if last is not None and last[0] == stamp else 1
             self._seen[stream] = (stamp, count)
-            done = self.cursor.positions.get(stream)
-            if done is not None and _at_or_before(stamp, count, done):
+            stamp_ns = _ns(stamp)
+            done = self._done.get(stream)
+            if done is not None and (
+                stamp_ns < done[1] or (stamp_ns == done[1] and count <= done[2])
+            ):
                 return []  # forwarded by this attempt or an earlier one
-            horizon = self.cursor.horizon
-            if horizon is None or timestamp_ns(stamp) > timestamp_ns(horizon):
-                self.cursor.horizon = stamp
+            if stamp_ns > self._horizon_ns:
+                self._horizon, self._horizon_ns = stamp, stamp_ns
         lines: list[LogLine] = []
         data = entry.data
         while data:
@@ -235,7 +263,7 @@ class LineReader:
             if partial is None:
                 partial = self._partial[stream] = _Partial(self.max_line_bytes)
                 if stamp is not None:
-                    self.cursor.pending[stream] = stamp
+                    self._pending[stream] = stamp
             cut = data.find(b"\n")
             piece, data = (data, b"") if cut < 0 else (data[:cut], data[cut + 1 :])
             partial.add(piece)
@@ -251,16 +279,16 @@ class LineReader:
 
     def _complete(self, stream: str, stamp: str | None) -> LogLine:
         partial = self._partial.pop(stream)
-        start = self.cursor.pending.pop(stream, None)
+        start = self._pending.pop(stream, None)
         end = self._partial_end.pop(stream, None)
         if end is not None:
-            self.cursor.positions[stream] = Position(timestamp=end[0], count=end[1])
+            self._done[stream] = (end[0], _ns(end[0]), end[1])
         line = partial.line(stream, start or stamp)
-        self.cursor.lines += 1
-        self.cursor.bytes += len(partial.kept) + partial.cut
+        self.lines += 1
+        self.bytes += len(partial.kept) + partial.cut
         if line.cut_bytes:
-            self.cursor.lines_cut += 1
-            self.cursor.bytes_cut += line.cut_bytes
+            self.lines_cut += 1
+            self.bytes_cut += line.cut_bytes
         return line
 
 

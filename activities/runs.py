@@ -316,9 +316,13 @@ class JobActivities:
         progress = _progress_from(activity.info().heartbeat_details, job.container_id)
         jlog = job_log(plan, job.container_id[:12])
         reader = LineReader(progress.cursor)
-        progress.cursor = reader.cursor
         forwarder = OutputForwarder(self.docker, job.container_id, reader, jlog)
-        async with heartbeating(lambda: progress.model_dump(mode="json")):
+
+        def progress_now() -> dict[str, Any]:
+            progress.cursor = reader.cursor
+            return progress.model_dump(mode="json")
+
+        async with heartbeating(progress_now):
             try:
                 return await self._watch(plan, progress, forwarder, jlog)
             except asyncio.CancelledError:
@@ -359,6 +363,7 @@ class JobActivities:
                 if not progress.deadline_stop:
                     jlog.warning("job timed out, stopping", timeout_seconds=plan.timeout_seconds)
                     progress.deadline_stop = True
+                    progress.cursor = forwarder.reader.cursor
                     activity.heartbeat(progress.model_dump(mode="json"))
                 await self._patiently(
                     progress,
