@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-STATE_DIR="${BIGEYE_STATE_DIR:-$PWD/.state}"
+# Machine-wide, like the engine itself: any checkout of the project knows the engine it started.
+STATE_DIR="${BIGEYE_DOCKERD_STATE_DIR:-/run/bigeye-agent-orchestrator}"
 PID_FILE="$STATE_DIR/dockerd.pid"
 LOG_FILE="/var/log/bigeye-dockerd.log"
 say() { echo "dockerd: $*"; }
@@ -39,6 +40,11 @@ start() {
   [[ "$(id -u)" == 0 ]] || die "no Docker engine answers and this is not root: start Docker yourself"
   command -v dockerd >/dev/null || die "dockerd is not installed"
   mkdir -p "$STATE_DIR"
+  local stale
+  stale="$(cat /var/run/docker.pid 2>/dev/null || true)"
+  if [[ -n "$stale" && ! -d "/proc/$stale" ]]; then
+    rm -f /var/run/docker.pid  # left by an engine that died: it would refuse to start
+  fi
   say "starting dockerd (log: $LOG_FILE)"
   nohup dockerd >>"$LOG_FILE" 2>&1 &
   echo $! >"$PID_FILE"

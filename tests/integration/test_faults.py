@@ -170,6 +170,28 @@ async def test_cancel_while_pulling_ends_canceled_and_creates_nothing(
             remove_local_image(image)
 
 
+async def test_sigterm_with_a_pull_in_flight_exits_within_ten_seconds(
+    make_host: Any, client: Client, figure: Any
+) -> None:
+    with TestRegistry() as registry:
+        image = f"{registry.address}/bigeye/demo:stalled"
+        registry.add_image(DEMO_IMAGE, "bigeye/demo", "stalled")
+        registry.stall(True)
+        try:
+            host = make_host({"datahealth": agent(image=image)})
+            handle = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
+            await phase_is(handle, "pulling")
+            wait_for(lambda: any("/blobs/" in path for _, path in registry.requests), 30,
+                     "the engine to ask for a layer")  # fmt: skip
+            took = host.terminate()
+            figure("SIGTERM with a pull in flight → exit", took)
+            assert took <= 10, f"SIGTERM exit took {took:.1f}s"
+            await handle.cancel()
+        finally:
+            registry.stop()
+            remove_local_image(image)
+
+
 async def test_a_pulled_image_is_reported_by_its_digest(make_host: Any, client: Client) -> None:
     with TestRegistry() as registry:
         image = f"{registry.address}/bigeye/demo:1"
