@@ -93,30 +93,8 @@ class AgentJobRun:
 
     @workflow.run
     async def run(self, raw_request: Any) -> dict[str, Any]:
-        try:
-            request = parse_job_request(raw_request)
-        except InvalidRequest as exc:
-            raise ApplicationError(str(exc), type=INVALID_JOB_REQUEST, non_retryable=True) from None
-        try:
-            resolution: Resolution = await self._step(
-                JobActivities.resolve_job,
-                request.model_dump(mode="json"),
-                interruptible=False,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=CONTROL_RETRY,
-            )
-        except ActivityError as exc:  # the host could not plan the run: it still gets a result
-            resolution = Resolution(outcome="rejected", message=_failure_message(exc))
-        if resolution.outcome == "invalid":
-            raise ApplicationError(
-                resolution.message or "invalid", type=INVALID_JOB_REQUEST, non_retryable=True
-            )
-        if resolution.outcome == "not_installed":
-            raise ApplicationError(
-                resolution.message or "agent not installed",
-                type=AGENT_NOT_INSTALLED,
-                non_retryable=True,
-            )
+        request = _validated(raw_request)
+        resolution = await self._resolve(request)
         if resolution.plan is None:  # the agent set could not be read, or breaks the policy
             self._phase = "finished"
             image_ref = resolution.image or ""
@@ -153,29 +131,55 @@ class AgentJobRun:
         except ActivityError as exc:
             failure = _failure_message(exc)
 
-        ended_by: EndedBy = "canceled" if self._cancel_requested else "failed"
-        end: ContainerEnd | None = None
-        reason = failure
-        if watched is not None and watched.end is not None and watched.ended_by is not None:
-            ended_by, end = watched.ended_by, watched.end
-        else:
-            if watched is not None and watched.ended_by == "failed":
-                reason = watched.reason
-            if self._launch_attempted:
-                # a container may exist: stop it, then read its ending (it may have exited)
-                stopped, note = await self._stop(plan, launch, watched)
-                if stopped is not None and stopped.end is not None:
-                    end = stopped.end
-                    if not stopped.stopped and end.state != "created":
-                        ended_by, reason = "exited", None  # it had ended on its own
-                reason = "; ".join(part for part in (reason, note) if part) or None
-
+        ended_by, end, reason = await self._ending(plan, launch, watched, failure)
         interrupted = bool(watched and watched.engine_interrupted)
         result = self._result(request, plan, plan.image, image, ended_by, end, reason,
                               engine_interrupted=interrupted)  # fmt: skip
-        await self._finish(plan, end, result)
+        await self._finish(plan, end, result)  # the ending is in the history: now remove
         self._phase = "finished"
         return result
+
+    async def _resolve(self, request: JobRunRequest) -> Resolution:
+        """The run's plan; a refusal is the workflow's own failure, not a result."""
+        try:
+            resolution: Resolution = await self._step(
+                JobActivities.resolve_job,
+                request.model_dump(mode="json"),
+                interruptible=False,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CONTROL_RETRY,
+            )
+        except ActivityError as exc:  # the host could not plan the run: it still gets a result
+            return Resolution(outcome="rejected", message=_failure_message(exc))
+        if resolution.outcome == "invalid":
+            raise ApplicationError(
+                resolution.message or "invalid", type=INVALID_JOB_REQUEST, non_retryable=True
+            )
+        if resolution.outcome == "not_installed":
+            raise ApplicationError(
+                resolution.message or "agent not installed",
+                type=AGENT_NOT_INSTALLED,
+                non_retryable=True,
+            )
+        return resolution
+
+    async def _ending(
+        self, plan: JobPlan, launch: Launch | None, watched: Watched | None, failure: str | None
+    ) -> tuple[EndedBy, ContainerEnd | None, str | None]:
+        """How the run ended: the watch's record, or a stop's when the watch has none."""
+        if watched is not None and watched.end is not None and watched.ended_by is not None:
+            return watched.ended_by, watched.end, None
+        ended_by: EndedBy = "canceled" if self._cancel_requested else "failed"
+        reason = watched.reason if watched is not None and watched.ended_by == "failed" else failure
+        if not self._launch_attempted:
+            return ended_by, None, reason
+        # a container may exist: stop it, then read its ending (it may have exited by itself)
+        stopped, note = await self._stop(plan, launch, watched)
+        end = stopped.end if stopped is not None else None
+        if stopped is not None and end is not None and not stopped.stopped:
+            if end.state != "created":
+                ended_by, reason = "exited", None
+        return ended_by, end, "; ".join(part for part in (reason, note) if part) or None
 
     async def _launch(self, plan: JobPlan) -> Launch | None:
         """Create/start, or adopt; while the host or the agent is full, wait as `queued`."""
@@ -322,6 +326,13 @@ class AgentJobRun:
             orchestrator_version=VERSION,
             engine_interrupted=engine_interrupted,
         ).model_dump(mode="json")
+
+
+def _validated(raw_request: Any) -> JobRunRequest:
+    try:
+        return parse_job_request(raw_request)
+    except InvalidRequest as exc:
+        raise ApplicationError(str(exc), type=INVALID_JOB_REQUEST, non_retryable=True) from None
 
 
 def _failure_message(exc: BaseException) -> str:
