@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from orchestrator.policy import structural_violations
 from orchestrator.contract import CONTAINER_NAME_PATTERN, JOB_NETWORK, LABEL_HOST_ID, LABEL_MANAGED
+from orchestrator.policy import structural_violations
 from socketproxy import jsonstrict
 
 MAX_BODY_BYTES: Final = 1024 * 1024
