@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -55,13 +56,14 @@ def orchestrator(directory: Path, address: str) -> subprocess.Popen[bytes]:
 
 
 class Recorder:
-    def __init__(self, client: Client, out: Path) -> None:
+    def __init__(self, client: Client, out: Path, logs: Path) -> None:
         self.client = client
         self.out = out
+        self.logs = logs  # the orchestrator log of host replay-a
 
     async def start(self, host: str, agent: str, params: dict[str, Any], **extra: Any) -> Any:
-        request = {"job_id": uuid.uuid4().hex[:8], "run_id": "r1", "agent": agent,
-                   "parameters": params, **extra}  # fmt: skip
+        request = {"job_id": uuid.uuid4().hex[:8], "run_id": "r-" + uuid.uuid4().hex[:8],
+                   "agent": agent, "parameters": params, **extra}  # fmt: skip
         return await self.client.start_workflow(
             "AgentJobRun", request, id=f"agent-job-{request['job_id']}",
             task_queue=f"agent-orchestrator.{host}", execution_timeout=timedelta(minutes=5),
@@ -73,6 +75,21 @@ class Recorder:
             print(f"{name}: {result['status']} {result.get('reason') or ''}")
         (self.out / f"{name}.json").write_text((await handle.fetch_history()).to_json())
 
+    async def waiting_for_slot(self, handle: WorkflowHandle[Any, Any]) -> None:
+        """Its launch found no slot (a run is also `queued` at its very start)."""
+        started = (await handle.fetch_history()).events[0]
+        request = started.workflow_execution_started_event_attributes.input.payloads[0].data
+        run = json.loads(request)["run_id"]
+        deadline = time.monotonic() + 60
+        while f'"run_id": "{run}"' not in self._slot_lines():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{handle.id} never waited for a slot")
+            await asyncio.sleep(0.2)
+
+    def _slot_lines(self) -> str:
+        text = self.logs.read_text() if self.logs.exists() else ""
+        return "\n".join(line for line in text.splitlines() if "waiting for a job slot" in line)
+
     @staticmethod
     async def phase(handle: WorkflowHandle[Any, Any], wanted: str) -> None:
         deadline = time.monotonic() + 60
@@ -82,9 +99,9 @@ class Recorder:
             await asyncio.sleep(0.2)
 
 
-async def record(address: str, out: Path) -> None:
+async def record(address: str, out: Path, logs: Path) -> None:
     client = await Client.connect(address)
-    rec = Recorder(client, out)
+    rec = Recorder(client, out, logs)
     dh = {"file_name": "a.yml"}
     lp = {"connectors": ["snowflake"]}
     await rec.save("succeeded", await rec.start("replay-a", "datahealth", dh))
@@ -99,11 +116,11 @@ async def record(address: str, out: Path) -> None:
     first = await rec.start("replay-a", "lineage_plus", lp)
     await rec.phase(first, "running")
     waiting = await rec.start("replay-a", "lineage_plus", lp)
-    await rec.phase(waiting, "queued")
+    await rec.waiting_for_slot(waiting)
     await waiting.cancel()
     await rec.save("canceled_while_queued", waiting)
     after = await rec.start("replay-a", "lineage_plus", lp, timeout_seconds=2)
-    await rec.phase(after, "queued")
+    await rec.waiting_for_slot(after)
     await first.cancel()
     await rec.save("canceled", first)
     await rec.save("timed_out_after_queue", after)
@@ -138,7 +155,7 @@ def main(out: str) -> None:
         try:
             time.sleep(3)  # the dev server's start-up; the orchestrators retry anyway
             procs = [orchestrator(a, address), orchestrator(b, address)]
-            asyncio.run(record(address, target))
+            asyncio.run(record(address, target, a / "orchestrator.log"))
         finally:
             for proc in [*procs, server]:
                 proc.terminate()

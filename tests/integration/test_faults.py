@@ -87,6 +87,19 @@ def log_events(host: Any) -> list[dict[str, Any]]:
     return [json.loads(line) for line in host.logs().splitlines() if line.startswith("{")]
 
 
+async def waits_for_a_slot(host: Any, handle: WorkflowHandle[Any, Any], run_id: str) -> None:
+    """The run's launch found no slot (a run is `queued` at its very start too)."""
+
+    def said() -> bool:
+        return any(
+            e.get("event") == "waiting for a job slot" and e.get("run_id") == run_id
+            for e in log_events(host)
+        )
+
+    wait_for(said, 60, f"{run_id} to wait for a slot")
+    await phase_is(handle, "queued")
+
+
 # ---- cancel in every phase -----------------------------------------------------------------------
 
 
@@ -215,8 +228,9 @@ async def test_cancel_while_waiting_for_a_slot_leaves_nothing(
     since = time.time() - 1
     first = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     await phase_is(first, "running")
-    waiting = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
-    await phase_is(waiting, "queued")
+    request = host.request("datahealth", {"file_name": "a"})
+    waiting = await host.start_job(client, request)
+    await waits_for_a_slot(host, waiting, request["run_id"])
     began = time.monotonic()
     await waiting.cancel()
     result = await result_within(waiting, 30)
@@ -417,8 +431,9 @@ async def test_an_image_removed_by_sync_while_a_run_waits_fails_that_run(
         )
         blocker = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
         await phase_is(blocker, "running")
-        waiting = await host.start_job(client, host.request("datahealth", {"file_name": "b"}))
-        await phase_is(waiting, "queued")
+        request = host.request("datahealth", {"file_name": "b"})
+        waiting = await host.start_job(client, request)
+        await waits_for_a_slot(host, waiting, request["run_id"])
         # `sync` moves the agent to a new tag; the old one is pruned from the engine
         config = yaml.safe_load((host.directory / "bigeye_agent.yml").read_text())
         config["agents"]["datahealth"].update(image=DEMO_IMAGE, env={})
@@ -451,16 +466,17 @@ async def test_runs_queued_on_a_busy_agent_do_not_delay_another_agents_job(
             "external_monitors": agent(),
         }
     )
-    busy = [
-        await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
-        for _ in range(6)
-    ]
+    requests = [host.request("datahealth", {"file_name": "a"}) for _ in range(6)]
+    busy = [await host.start_job(client, request) for request in requests]
 
-    async def one_running_five_queued() -> bool:
-        phases = sorted([(await h.query("status"))["phase"] for h in busy])
-        return phases == ["queued"] * 5 + ["running"]
+    async def one_running() -> bool:
+        phases = [(await h.query("status"))["phase"] for h in busy]
+        return phases.count("running") == 1
 
-    await async_wait_for(one_running_five_queued, 60, "one run, five waiting")
+    await async_wait_for(one_running, 60, "one run")
+    for handle, request in zip(busy, requests, strict=True):
+        if (await handle.query("status"))["phase"] != "running":
+            await waits_for_a_slot(host, handle, request["run_id"])
     began = time.monotonic()
     other = await host.start_job(client, host.request("external_monitors", {"connector": "x"}))
     await phase_is(other, "running", within=10)
@@ -477,14 +493,15 @@ async def test_runs_queued_on_a_busy_agent_do_not_delay_another_agents_job(
 async def test_freed_slots_go_to_the_waiters_in_the_order_they_came(
     make_host: Any, client: Client
 ) -> None:
-    host = make_host({"datahealth": agent(max_concurrent=1, env={"DEMO_SLEEP_SECONDS": "1"})})
+    host = make_host({"datahealth": agent(max_concurrent=1, env={"DEMO_SLEEP_SECONDS": "3"})})
     since = time.time() - 1
     first = await host.start_job(client, host.request("datahealth", {"file_name": "a"}))
     await phase_is(first, "running")
     handles = [first]
     for _ in range(3):
-        handles.append(await host.start_job(client, host.request("datahealth", {"file_name": "a"})))
-        await phase_is(handles[-1], "queued")
+        request = host.request("datahealth", {"file_name": "a"})
+        handles.append(await host.start_job(client, request))
+        await waits_for_a_slot(host, handles[-1], request["run_id"])
     results = await asyncio.gather(*(result_within(h, 90) for h in handles))
     assert [r["status"] for r in results] == ["succeeded"] * 4
     starts = sorted(container_events(host.host_id, since, "start"), key=lambda e: e["timeNano"])
