@@ -140,6 +140,7 @@ async def register_host(request: web.Request) -> web.StreamResponse:
         host_id=host.host_id,
         instance_id=host.instance_id,
         managed_agents=host.managed_agents,
+        installed_agents=host.installed_agents,
         client_cert=trust.client_cert_fingerprint,
         account_ca_newly_trusted=trust.newly_trusted,
     )
@@ -171,11 +172,15 @@ async def set_agents(request: web.Request) -> web.StreamResponse:
     host_id = request.match_info["host_id"]
     try:
         host = hosts.set_managed_agents(
-            request.app[CONTEXT].conn, host_id, list(body.managed_agents)
+            request.app[CONTEXT].conn,
+            host_id,
+            list(body.managed_agents),
+            None if body.installed_agents is None else list(body.installed_agents),
         )
     except hosts.UnknownHost:
         raise ApiError(404, f"unknown host {host_id}") from None
-    log.info("host_agents_set", host_id=host_id, managed_agents=host.managed_agents)
+    log.info("host_agents_set", host_id=host_id, managed_agents=host.managed_agents,
+             installed_agents=host.installed_agents)  # fmt: skip
     return web.json_response(host.listing())
 
 

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS hosts (
     host_id                 TEXT PRIMARY KEY,
     instance_id             TEXT NOT NULL,
     managed_agents          TEXT NOT NULL,
+    installed_agents        TEXT NOT NULL DEFAULT '[]',
     client_cert_pem         TEXT NOT NULL,
     client_cert_fingerprint TEXT NOT NULL,
     cli_version             TEXT,
@@ -84,6 +85,9 @@ def connect(state_dir: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.executescript(SCHEMA)  # every statement is idempotent
+    columns = {row["name"] for row in conn.execute("PRAGMA table_info(hosts)")}
+    if "installed_agents" not in columns:  # a state directory from before the column
+        conn.execute("ALTER TABLE hosts ADD COLUMN installed_agents TEXT NOT NULL DEFAULT '[]'")
     return conn
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
@@ -15,6 +15,8 @@ from devcloud.health import Health, format_time, host_health, parse_time
 from orchestrator.contract import HOST_ID_PATTERN, AgentType
 
 INSTANCE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+# Agents a host has that run on their own (long-running), not under the orchestrator.
+PersistentAgent = Literal["data_source", "sds", "cross_source"]
 
 
 class HostAlreadyRegistered(Exception):
@@ -37,27 +39,29 @@ class RegisterHost(BaseModel):
     host_id: Annotated[str, StringConstraints(pattern=HOST_ID_PATTERN)]
     instance_id: Annotated[str, StringConstraints(pattern=INSTANCE_ID_PATTERN)]
     managed_agents: list[AgentType] = Field(default_factory=list)
+    installed_agents: list[PersistentAgent] = Field(default_factory=list)
     client_cert_pem: Annotated[str, StringConstraints(min_length=1, max_length=65536)]
     client_ca_pem: Annotated[str, StringConstraints(min_length=1, max_length=65536)]
     cli_version: Annotated[str, StringConstraints(max_length=64)] | None = None
 
-    @field_validator("managed_agents")
+    @field_validator("managed_agents", "installed_agents")
     @classmethod
-    def _dedupe(cls, agents: list[AgentType]) -> list[AgentType]:
+    def _dedupe(cls, agents: list[Any]) -> list[Any]:
         return _unique(agents)
 
 
 class ManagedAgents(BaseModel):
-    """`PUT /api/v1/agent-orchestrator/hosts/{host_id}/agents`."""
+    """`PUT /api/v1/agent-orchestrator/hosts/{host_id}/agents` (installed: None keeps them)."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
     managed_agents: list[AgentType]
+    installed_agents: list[PersistentAgent] | None = None
 
-    @field_validator("managed_agents")
+    @field_validator("managed_agents", "installed_agents")
     @classmethod
-    def _dedupe(cls, agents: list[AgentType]) -> list[AgentType]:
-        return _unique(agents)
+    def _dedupe(cls, agents: list[Any] | None) -> list[Any] | None:
+        return None if agents is None else _unique(agents)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class Host:
     cli_version: str | None
     registered_at: str
     last_heartbeat_at: str | None = None
+    installed_agents: list[str] = field(default_factory=list)
+    orchestrator_version: str | None = None  # as the last heartbeat said
 
     def health(self, now: datetime | None = None) -> Health:
         last = parse_time(self.last_heartbeat_at) if self.last_heartbeat_at else None
@@ -81,12 +87,14 @@ class Host:
             "health": self.health(now),
             "last_heartbeat_at": self.last_heartbeat_at,
             "managed_agents": list(self.managed_agents),
+            "installed_agents": list(self.installed_agents),
+            "orchestrator_version": self.orchestrator_version,
         }
 
 
 _HOST_QUERY = """
-SELECT h.host_id, h.instance_id, h.managed_agents, h.client_cert_fingerprint, h.cli_version,
-       h.registered_at, b.last_heartbeat_at
+SELECT h.host_id, h.instance_id, h.managed_agents, h.installed_agents, h.client_cert_fingerprint,
+       h.cli_version, h.registered_at, b.last_heartbeat_at, b.last_status
 FROM hosts h LEFT JOIN heartbeats b ON b.host_id = h.host_id
 """
 
@@ -100,7 +108,17 @@ def _host(row: sqlite3.Row) -> Host:
         cli_version=row["cli_version"],
         registered_at=row["registered_at"],
         last_heartbeat_at=row["last_heartbeat_at"],
+        installed_agents=json.loads(row["installed_agents"]),
+        orchestrator_version=_reported_version(row["last_status"]),
     )
+
+
+def _reported_version(status: str | None) -> str | None:
+    try:
+        version = json.loads(status).get("orchestrator_version") if status else None
+    except (ValueError, AttributeError):
+        return None
+    return str(version) if version else None
 
 
 def get_host(conn: sqlite3.Connection, host_id: str) -> Host | None:
@@ -153,11 +171,13 @@ def register_host(
             )
         conn.execute(
             """
-            INSERT INTO hosts (host_id, instance_id, managed_agents, client_cert_pem,
-                               client_cert_fingerprint, cli_version, registered_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO hosts (host_id, instance_id, managed_agents, installed_agents,
+                               client_cert_pem, client_cert_fingerprint, cli_version,
+                               registered_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (host_id) DO UPDATE SET
                 managed_agents = excluded.managed_agents,
+                installed_agents = excluded.installed_agents,
                 client_cert_pem = excluded.client_cert_pem,
                 client_cert_fingerprint = excluded.client_cert_fingerprint,
                 cli_version = excluded.cli_version,
@@ -167,6 +187,7 @@ def register_host(
                 request.host_id,
                 request.instance_id,
                 json.dumps(list(request.managed_agents)),
+                json.dumps(list(request.installed_agents)),
                 request.client_cert_pem,
                 trust.client_cert_fingerprint,
                 request.cli_version,
@@ -179,12 +200,19 @@ def register_host(
     return host, trust
 
 
-def set_managed_agents(conn: sqlite3.Connection, host_id: str, agents: list[str]) -> Host:
+def set_managed_agents(
+    conn: sqlite3.Connection, host_id: str, agents: list[str], installed: list[str] | None = None
+) -> Host:
     with db.transaction(conn):
         updated = conn.execute(
             "UPDATE hosts SET managed_agents = ?, updated_at = ? WHERE host_id = ?",
             (json.dumps(agents), format_time(datetime.now(UTC)), host_id),
         ).rowcount
+        if installed is not None:
+            conn.execute(
+                "UPDATE hosts SET installed_agents = ? WHERE host_id = ?",
+                (json.dumps(installed), host_id),
+            )
     host = get_host(conn, host_id)
     if not updated or host is None:
         raise UnknownHost(host_id)

@@ -83,12 +83,19 @@ async def test_register_then_agents_and_account(api):
     assert response.status == 409
     assert await response.json() == {"message": "Host is already registered"}
 
-    response = await api.put(f"{ORCH}/hosts/h1/agents", headers=auth(api, "admin"),
-                             json={"managed_agents": ["lineage_plus"]})  # fmt: skip
+    agents = {"managed_agents": ["lineage_plus"], "installed_agents": ["sds"]}
+    response = await api.put(f"{ORCH}/hosts/h1/agents", headers=auth(api, "admin"), json=agents)
     assert await response.json() == {
         "host_id": "h1", "health": "no_data", "last_heartbeat_at": None,
-        "managed_agents": ["lineage_plus"],
+        "managed_agents": ["lineage_plus"], "installed_agents": ["sds"],
+        "orchestrator_version": None,
     }  # fmt: skip
+    response = await api.put(f"{ORCH}/hosts/h1/agents", headers=auth(api, "admin"),
+                             json={"managed_agents": ["datahealth"]})  # fmt: skip
+    assert (await response.json())["installed_agents"] == ["sds"], "left as they were"
+    agents = {"managed_agents": [], "installed_agents": ["lineage"]}
+    response = await api.put(f"{ORCH}/hosts/h1/agents", headers=auth(api, "admin"), json=agents)
+    assert response.status == 400, "only persistent agents are installed-not-managed"
     response = await api.put(f"{ORCH}/hosts/nope/agents", headers=auth(api, "admin"),
                              json={"managed_agents": []})  # fmt: skip
     assert response.status == 404
