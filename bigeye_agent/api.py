@@ -169,9 +169,10 @@ class BigeyeApi:
             raise self._fail("POST", HOSTS, answer)
         return _registration(answer.body, request["host_id"])
 
-    def put_agents(self, host_id: str, agents: list[str]) -> None:
+    def put_agents(self, host_id: str, agents: list[str], installed: list[str]) -> None:
         path = f"{HOSTS}/{urllib.parse.quote(host_id, safe='')}/agents"
-        answer = self.request("PUT", path, {"managed_agents": agents})
+        body = {"managed_agents": agents, "installed_agents": installed}
+        answer = self.request("PUT", path, body)
         if answer.status == 404:
             raise CliError(m.HOST_UNKNOWN, host_id=host_id, url=self.url)
         if answer.status != 200:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -105,3 +106,70 @@ def read_host_config(host_dir: Path) -> tuple[str | None, HostConfig]:
         return text, parse_host_config(text, path)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
+
+
+# ---- where this host runs --------------------------------------------------------------------
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+_KUBERNETES_WORDS = ("kubernetes", "k8s", "helm")
+
+
+def kubernetes_reason(
+    env: Mapping[str, str], data: Mapping[str, object], service_account: Path = SERVICE_ACCOUNT
+) -> str | None:
+    """Why this host is a Kubernetes host (its settings say so, or this runs in a pod)."""
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return "KUBERNETES_SERVICE_HOST is set: this runs inside a pod"
+    if service_account.is_dir():
+        return f"{service_account} exists: this runs inside a pod"
+    for key in ("kubernetes_enabled", "helm_enabled"):
+        if data.get(key) is True:
+            return f"bigeye_agent.yml sets {key}: true"
+    section = data.get("kubernetes")
+    if isinstance(section, Mapping) and section.get("enabled") is not False:
+        return "bigeye_agent.yml has a kubernetes: section"
+    for key in ("deployment", "deployment_mode", "install_mode", "mode"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip().lower() in _KUBERNETES_WORDS:
+            return f"bigeye_agent.yml sets {key}: {value.strip()}"
+    return None
+
+
+def check_not_kubernetes(env: Mapping[str, str], data: Mapping[str, object]) -> None:
+    why = kubernetes_reason(env, data)
+    if why is not None:
+        raise CliError(m.KUBERNETES, why=why)
+
+
+DEFAULT_SOCKET = Path("/var/run/docker.sock")
+
+
+def docker_socket(env: Mapping[str, str]) -> Path:
+    """The engine's unix socket, as the docker CLI finds it: DOCKER_HOST, the current context,
+    the default socket, else a rootless engine's ($XDG_RUNTIME_DIR/docker.sock)."""
+    host = env.get("DOCKER_HOST", "").strip()
+    if host:
+        if not host.startswith("unix://"):
+            raise CliError(m.SOCKET_NOT_UNIX, host=host)
+        path = Path(host.removeprefix("unix://"))
+    else:
+        done = docker(["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"], env)
+        endpoint = done.stdout.strip() if done.returncode == 0 else ""
+        path = (
+            Path(endpoint.removeprefix("unix://"))
+            if endpoint.startswith("unix://")
+            else (DEFAULT_SOCKET)
+        )
+        rootless = Path(env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}") / "docker.sock"
+        if path == DEFAULT_SOCKET and not _is_socket(path) and _is_socket(rootless):
+            path = rootless
+    if not _is_socket(path):
+        raise CliError(m.SOCKET_MISSING, path=path)
+    return path
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(path.stat().st_mode)
+    except OSError:
+        return False

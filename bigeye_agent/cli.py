@@ -1,4 +1,4 @@
-"""`bigeye-agent register | compose … | sync` — a thin shell over functions tests call.
+"""`bigeye-agent register | install | compose … | sync` — a thin shell over functions tests call.
 
 Exit codes: 0 success, 1 failure (one line on stderr naming the problem and its fix),
 2 usage. User-facing output is plain lines; logs (structlog, -v) go to stderr.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bigeye_agent import compose, messages
 from bigeye_agent.compose_file import ORCHESTRATOR_SERVICE
+from bigeye_agent.install import InstallOptions, install
 from bigeye_agent.logs import set_verbose
 from bigeye_agent.messages import CliError
 from bigeye_agent.register import RegisterOptions, register
@@ -68,6 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="add a batch agent (lineage_plus, datahealth, external_monitors); repeatable",
     )
 
+    inst = commands.add_parser(
+        "install",
+        parents=[common, url],
+        help="add a batch agent to the agent set (then sync, on a registered host)",
+        description=(
+            "Add a batch agent to the host's agent set in bigeye_agent.yml, with the image and "
+            "config directory the host already uses for it (else Bigeye's published image and "
+            "agent_config/<agent>). On a terminal it asks for what the flags leave open; on a "
+            "registered host it then does what sync does."
+        ),
+    )
+    inst.add_argument(
+        "agent", nargs="?", metavar="AGENT", help="lineage_plus, datahealth or external_monitors"
+    )
+    inst.add_argument("--image", metavar="IMAGE", help="the agent's image")
+    inst.add_argument(
+        "--config-dir", metavar="DIR", help="its config directory, inside the host directory"
+    )
+    inst.add_argument("-y", "--yes", action="store_true", help="ask nothing: take the defaults")
+
     comp = commands.add_parser(
         "compose",
         help="manage the Docker Compose stack (status, logs, up, down, upgrade)",
@@ -107,6 +128,11 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str], out: Callable[[s
     if args.command == "register":
         opts = RegisterOptions(host_dir, args.host_id, args.bigeye_url, tuple(args.agent))
         register(opts, env, out)
+    elif args.command == "install":
+        options = InstallOptions(
+            host_dir, args.agent, args.image, args.config_dir, args.yes, args.bigeye_url
+        )
+        install(options, env, out)
     elif args.command == "sync":
         sync(host_dir, env, args.bigeye_url, out)
     elif args.action == "logs":

@@ -6,19 +6,25 @@ rendering; this module picks its inputs from the host).
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
-from bigeye_agent import checks, compose_file, files
+from bigeye_agent import access, checks, compose_file, files
 from bigeye_agent import messages as m
-from bigeye_agent.compose_file import COMPOSE_FILE_NAME, ORCHESTRATOR_SERVICE, PROXY_SERVICE
+from bigeye_agent.compose_file import (
+    AGENTS_COMPOSE_FILE_NAME,
+    COMPOSE_FILE_NAME,
+    ORCHESTRATOR_SERVICE,
+)
 from bigeye_agent.logs import get_logger
 from bigeye_agent.messages import CliError
 from orchestrator.hostconfig import HostConfig
-from orchestrator.version import VERSION
 
 log = get_logger(__name__)
 
@@ -58,9 +64,34 @@ def require_enabled(host_dir: Path) -> HostConfig:
     return config
 
 
-def status(host_dir: Path, env: Mapping[str, str]) -> None:
+def status(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
     require_enabled(host_dir)
     run(host_dir, env, ["ps"], "compose status")
+    for project_, names in persistent_projects(host_dir, env).items():
+        out("")
+        out(f"Long-running agents (Compose project {project_}, not managed by the orchestrator):")
+        subprocess.run(["docker", "compose", "-p", project_, "ps"], env=dict(env), check=False)
+        if not names:
+            out("  (none running)")
+
+
+COMPOSE_LABEL = "com.docker.compose.project"
+
+
+def persistent_projects(host_dir: Path, env: Mapping[str, str]) -> dict[str, list[str]]:
+    """Other Compose projects run from the host directory: {project: container names}."""
+    done = checks.docker(
+        ["ps", "-a", "--filter", f"label={COMPOSE_LABEL}.working_dir={host_dir}",
+         "--format", '{{.Label "com.docker.compose.project"}}\t{{.Names}}'],
+        env,
+    )  # fmt: skip
+    found: dict[str, list[str]] = {}
+    ours = project(env)
+    for line in done.stdout.splitlines() if done.returncode == 0 else []:
+        name, _, container = line.partition("\t")
+        if name and name != ours:
+            found.setdefault(name, []).append(container)
+    return found
 
 
 def logs(host_dir: Path, env: Mapping[str, str], service: str | None, follow: bool) -> None:
@@ -92,16 +123,40 @@ def images(host_dir: Path) -> list[str]:
     return [image for image in found if isinstance(image, str) and image]
 
 
+def running_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
+    """The version the running orchestrator's image carries (its OCI label), if it runs."""
+    done = checks.docker(
+        ["ps", "-q", "--filter", f"label={COMPOSE_LABEL}={project(env)}",
+         "--filter", f"label=com.docker.compose.service={ORCHESTRATOR_SERVICE}"],
+        env,
+    )  # fmt: skip
+    container = done.stdout.split()[0] if done.returncode == 0 and done.stdout.split() else None
+    if container is None:
+        return None
+    image = checks.docker(["inspect", "--format", "{{.Image}}", container], env).stdout.strip()
+    label = checks.docker(
+        ["image", "inspect", "--format",
+         '{{index .Config.Labels "org.opencontainers.image.version"}}', image],
+        env,
+    ).stdout.strip()  # fmt: skip
+    return label or None
+
+
 def upgrade(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
-    """Pull, then recreate the orchestrator and the proxy; job containers keep running."""
+    """Pull the channel's images, recreate what changed; job containers keep running."""
     require_enabled(host_dir)
+    before = running_version(host_dir, env)
     if run(host_dir, env, ["pull"], "compose upgrade", check=False) != 0:
         for image in images(host_dir):
             if checks.docker(["image", "inspect", image], env).returncode != 0:
                 raise CliError(m.PULL_FAILED_MISSING, image=image)
         out(m.PULL_FAILED_LOCAL)
-    recreate = ["up", "-d", "--force-recreate", ORCHESTRATOR_SERVICE, PROXY_SERVICE]
-    run(host_dir, env, recreate, "compose upgrade")
+    run(host_dir, env, ["up", "-d"], "compose upgrade")
+    after = running_version(host_dir, env)
+    if before == after:
+        out(f"the orchestrator is up to date ({after or 'unknown version'})")
+    else:
+        out(f"upgraded the orchestrator: {before or 'unknown'} → {after or 'unknown'}")
 
 
 def render(
@@ -111,31 +166,87 @@ def render(
     host_id = config.orchestrator.host_id
     if host_id is None:
         raise CliError(m.NOT_REGISTERED)
-    try:
-        carried, carried_top = compose_file.existing_services(host_dir)
-    except yaml.YAMLError as exc:
-        detail = str(exc).splitlines()[0]
-        name = next(
-            (n for n in compose_file.EXISTING_COMPOSE_FILES if (host_dir / n).is_file()), "?"
-        )
-        raise CliError(m.EXISTING_COMPOSE_INVALID, path=host_dir / name, detail=detail) from None
-    uid, gid = files.owner_of(host_dir)
+    socket = checks.docker_socket(env)
+    identity = access.orchestrator_identity(host_dir)
     inputs = compose_file.ComposeInputs(
         host_dir=host_dir,
         host_id=host_id,
         project=project(env),
         orchestrator_image=env.get("BIGEYE_ORCHESTRATOR_IMAGE")
         or config.orchestrator.image
-        or f"{compose_file.ORCHESTRATOR_REPOSITORY}:{VERSION}",
-        proxy_image=env.get("BIGEYE_PROXY_IMAGE") or f"{compose_file.PROXY_REPOSITORY}:{VERSION}",
-        uid=uid,
-        gid=gid,
-        socket_gid=compose_file.socket_gid(),
+        or f"{compose_file.ORCHESTRATOR_REPOSITORY}:{compose_file.CHANNEL}",
+        proxy_image=env.get("BIGEYE_PROXY_IMAGE")
+        or f"{compose_file.PROXY_REPOSITORY}:{compose_file.CHANNEL}",
+        uid=identity.uid,
+        gid=identity.gid,
+        docker_socket=str(socket),
+        socket_gid=compose_file.socket_gid(str(socket)),
         tls=True,
         tls_server_name=server_name,
-        carried_services=carried,
-        carried_top_level=carried_top,
     )
     path = host_dir / COMPOSE_FILE_NAME
-    files.atomic_write(path, compose_file.render(inputs).encode(), 0o644, (uid, gid))
+    owner = files.owner_of(host_dir)
+    files.atomic_write(path, compose_file.render(inputs).encode(), 0o644, owner)
     return path
+
+
+# ---- a host that already ran agents in Docker Compose mode ----------------------------------
+
+
+def default_project(directory: Path) -> str:
+    """The project name Compose gives a file's directory when nothing names it."""
+    name = re.sub(r"[^a-z0-9_-]", "", directory.name.lower())
+    return name.lstrip("_-") or "default"
+
+
+def existing_stack(host_dir: Path, env: Mapping[str, str]) -> tuple[Path, str] | None:
+    """(the host's own docker-compose.bigeye.yml, the project it runs as), when there is one.
+
+    Checked before anything is written: its project may not be the orchestrator stack's.
+    """
+    path = host_dir / COMPOSE_FILE_NAME
+    if not path.is_file() or compose_file.is_ours(path):
+        return None
+    try:
+        declared = compose_file.declared_project(path)
+    except yaml.YAMLError as exc:
+        detail = str(exc).splitlines()[0]
+        raise CliError(m.EXISTING_COMPOSE_INVALID, path=path, detail=detail) from None
+    running = _project_of(path, env)
+    name = declared or running or env.get("COMPOSE_PROJECT_NAME") or default_project(host_dir)
+    if name == project(env):
+        raise CliError(m.PROJECT_CLASH, path=path, project=name)
+    return path, name
+
+
+def _project_of(path: Path, env: Mapping[str, str]) -> str | None:
+    done = checks.docker(
+        ["ps", "-a", "--filter", f"label={COMPOSE_LABEL}.config_files={path}",
+         "--format", '{{.Label "com.docker.compose.project"}}'],
+        env,
+    )  # fmt: skip
+    names = done.stdout.split() if done.returncode == 0 else []
+    return names[0] if names else None
+
+
+def keep_existing_stack(host_dir: Path, stack: tuple[Path, str], out: Print) -> None:
+    """Back up the host's own stack file, and keep its services' definition under their project.
+
+    docker-compose.agents.yml is that file with its project named: `docker compose -f
+    docker-compose.agents.yml ps` (or up, logs) addresses the very containers that run now.
+    """
+    path, name = stack
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    backup = host_dir / f"{COMPOSE_FILE_NAME}.bak-{stamp}"
+    files.copy_file(path, backup)
+    out(f"backed up {path.name} as {backup.name}")
+    text = files.read_bytes(path).decode("utf-8", errors="replace")
+    header = (
+        f"# The long-running agent services of this host, from {backup.name}: they keep\n"
+        f"# running as the Compose project {name}, beside the orchestrator's stack.\n"
+    )
+    if compose_file.declared_project(path) is None:
+        header += f"name: {json.dumps(name)}\n"
+    target = host_dir / AGENTS_COMPOSE_FILE_NAME
+    files.atomic_write(target, (header + text).encode(), 0o644, files.owner_of(host_dir))
+    out(f"its services keep running as the Compose project {name}: {target.name} describes them")

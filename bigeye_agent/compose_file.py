@@ -1,8 +1,9 @@
 """Renders `docker-compose.bigeye.yml` from the packaged template.
 
 Values are substituted into the parsed template (never spliced into YAML text), so a host path
-or image name cannot change the file's structure. Long-running agent services that the host
-already ran with Docker Compose are carried over unchanged.
+or image name cannot change the file's structure. The stack holds the orchestrator and the
+socket proxy only: long-running agent services the host already runs under Docker Compose stay
+in their own project, so that no second copy of them is ever started.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ PROXY_SERVICE = "docker-socket-proxy"
 ORCHESTRATOR_REPOSITORY = "docker.io/bigeyedata/agent-orchestrator"
 PROXY_REPOSITORY = "docker.io/bigeyedata/agent-docker-socket-proxy"
 DOCKER_SOCKET = "/var/run/docker.sock"
+AGENTS_COMPOSE_FILE_NAME = "docker-compose.agents.yml"
 # Compose files an operator may already run agent services from, in the host directory.
 EXISTING_COMPOSE_FILES = (
     "docker-compose.yml",
@@ -33,12 +35,25 @@ EXISTING_COMPOSE_FILES = (
     "compose.yml",
     "compose.yaml",
 )
+HEADER_MARK = "rendered by `bigeye-agent`"
 TLS_ENV = {
     "BIGEYE_TLS_CERT": "/etc/bigeye/agent_config/mtls.pem",
     "BIGEYE_TLS_KEY": "/etc/bigeye/agent_config/mtls.key",
     "BIGEYE_TLS_CA": "/etc/bigeye/agent_config/bigeye_workflows_ca.pem",
 }
 _PLACEHOLDER = re.compile(r"@([a-z_]+)@")
+
+
+def channel(version: str = VERSION) -> str:
+    """The moving image tag of a release line: `1` for 1.x.y, `0.1` for 0.1.y (0.x may break)."""
+    parts = version.split("+")[0].split(".")
+    major = parts[0] if parts and parts[0].isdigit() else "0"
+    if major != "0":
+        return major
+    return f"0.{parts[1]}" if len(parts) > 1 and parts[1].isdigit() else "0"
+
+
+CHANNEL = channel()
 
 
 def project_name(env: dict[str, str] | None = None) -> str:
@@ -50,12 +65,12 @@ def default_orchestrator_image(configured: str | None = None) -> str:
     return (
         os.environ.get("BIGEYE_ORCHESTRATOR_IMAGE")
         or configured
-        or f"{ORCHESTRATOR_REPOSITORY}:{VERSION}"
+        or f"{ORCHESTRATOR_REPOSITORY}:{CHANNEL}"
     )
 
 
 def default_proxy_image() -> str:
-    return os.environ.get("BIGEYE_PROXY_IMAGE") or f"{PROXY_REPOSITORY}:{VERSION}"
+    return os.environ.get("BIGEYE_PROXY_IMAGE") or f"{PROXY_REPOSITORY}:{CHANNEL}"
 
 
 @dataclass(frozen=True)
@@ -63,15 +78,14 @@ class ComposeInputs:
     host_dir: Path
     host_id: str
     project: str = DEFAULT_PROJECT
-    orchestrator_image: str = f"{ORCHESTRATOR_REPOSITORY}:{VERSION}"
-    proxy_image: str = f"{PROXY_REPOSITORY}:{VERSION}"
-    uid: int = 0
-    gid: int = 0
+    orchestrator_image: str = f"{ORCHESTRATOR_REPOSITORY}:{CHANNEL}"
+    proxy_image: str = f"{PROXY_REPOSITORY}:{CHANNEL}"
+    uid: int = 10001
+    gid: int = 10001
+    docker_socket: str = DOCKER_SOCKET
     socket_gid: int = 0
     tls: bool = False
     tls_server_name: str | None = None
-    carried_services: dict[str, Any] = field(default_factory=dict)
-    carried_top_level: dict[str, Any] = field(default_factory=dict)
 
 
 def socket_gid(socket: str = DOCKER_SOCKET) -> int:
@@ -86,19 +100,20 @@ def owner_of(directory: Path) -> tuple[int, int]:
     return info.st_uid, info.st_gid
 
 
-def existing_services(host_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(services, their top-level networks/volumes) of the host's own compose file, if any."""
-    for name in EXISTING_COMPOSE_FILES:
-        path = host_dir / name
-        if not path.is_file():
-            continue
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(data, dict):
-            return {}, {}
-        services = data.get("services") or {}
-        top = {k: data[k] for k in ("networks", "volumes", "secrets", "configs") if data.get(k)}
-        return dict(services), top
-    return {}, {}
+def is_ours(path: Path) -> bool:
+    """Whether a compose file is one that `bigeye-agent` rendered."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:400]
+    except OSError:
+        return False
+    return HEADER_MARK in head
+
+
+def declared_project(path: Path) -> str | None:
+    """The `name:` a compose file gives its project, if any."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    name = data.get("name") if isinstance(data, dict) else None
+    return str(name) if name else None
 
 
 def _substitute(node: Any, values: dict[str, str]) -> Any:
@@ -128,6 +143,7 @@ def render(inputs: ComposeInputs) -> str:
         "uid": str(inputs.uid),
         "gid": str(inputs.gid),
         "socket_gid": str(inputs.socket_gid),
+        "docker_socket": inputs.docker_socket,
     }
     compose = _substitute(template, values)
     orchestrator = compose["services"][ORCHESTRATOR_SERVICE]
@@ -135,14 +151,6 @@ def render(inputs: ComposeInputs) -> str:
         orchestrator["environment"].update(TLS_ENV)
         if inputs.tls_server_name:
             orchestrator["environment"]["BIGEYE_TLS_SERVER_NAME"] = inputs.tls_server_name
-    for name, service in inputs.carried_services.items():
-        if name in compose["services"]:
-            continue  # never let a carried-over service replace ours
-        compose["services"][name] = service
-    for key, value in inputs.carried_top_level.items():
-        merged = dict(value)
-        merged.update(compose.get(key) or {})
-        compose[key] = merged
     body = yaml.safe_dump(compose, sort_keys=False, default_flow_style=False, width=100)
     return header + body
 

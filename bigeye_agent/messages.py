@@ -65,8 +65,39 @@ HOST_DIR_NOT_WRITABLE = (
 READ_FAILED = "cannot read {path}: {detail}: check the file's permissions"
 WRITE_FAILED = "cannot write {path}: {detail}: check the directory's permissions and free space"
 EXISTING_COMPOSE_INVALID = (
-    "{path} is not valid YAML ({detail}): fix it, because its services are carried over into "
-    "docker-compose.bigeye.yml"
+    "{path} is not valid YAML ({detail}): fix it, because it describes the agent services this "
+    "host already runs"
+)
+KUBERNETES = (
+    "Kubernetes hosts can't register: the orchestrator runs as a Docker Compose stack ({why})"
+)
+SOCKET_NOT_UNIX = (
+    "DOCKER_HOST is {host}: the socket proxy needs the engine's unix socket: unset DOCKER_HOST "
+    "or set it to unix:///path/to/docker.sock"
+)
+SOCKET_MISSING = (
+    "there is no Docker socket at {path}: start Docker (a rootless engine: systemctl --user "
+    "start docker) or point DOCKER_HOST at its unix socket"
+)
+PROJECT_CLASH = (
+    "the services of {path} run as the Compose project '{project}', the orchestrator stack's "
+    "own: set BIGEYE_COMPOSE_PROJECT to another name, then re-run bigeye-agent register"
+)
+INSTALL_WHICH = (
+    "which agent? name it: bigeye-agent install AGENT, with AGENT lineage_plus, datahealth or "
+    "external_monitors (there is no terminal to ask on)"
+)
+INSTALL_UNKNOWN = (
+    "cannot install '{agent}': the orchestrator runs lineage_plus, datahealth and "
+    "external_monitors (Data Source, SDS and Cross-Source keep running on their own)"
+)
+INSTALL_BAD_IMAGE = (
+    "--image '{value}' is empty or contains spaces: give an image reference like "
+    "docker.io/bigeyedata/datahealth:latest"
+)
+INSTALL_BAD_CONFIG_DIR = (
+    "--config-dir '{value}' must be a directory inside the host directory other than "
+    "agent_config itself, like agent_config/datahealth"
 )
 YAML_EDIT_FAILED = (
     "cannot update {path} without changing other settings ({detail}): remove the YAML "

@@ -10,21 +10,20 @@ import getpass
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bigeye_agent import api, checks, compose, files, keys, yamledit
+from bigeye_agent import access, api, checks, compose, configfile, discovery, files, keys, sync
 from bigeye_agent import messages as m
 from bigeye_agent.compose_file import COMPOSE_FILE_NAME, ORCHESTRATOR_SERVICE
 from bigeye_agent.logs import get_logger
 from bigeye_agent.messages import CliError
 from orchestrator.hostconfig import (
     CONFIG_FILE_NAME,
-    ConfigError,
     HostConfig,
     agent_config_dir,
     parse_host_config,
+    read_yaml,
 )
 from orchestrator.version import VERSION
 
@@ -47,16 +46,13 @@ class _Checked:
 
     old_text: str | None
     config: HostConfig
-    added: dict[str, str]
+    added: dict[str, dict[str, str]]  # agents to add to the agent set: their entries
+    installed: list[discovery.Found]
+    existing_stack: tuple[Path, str] | None
     url: str
     client: api.BigeyeApi
     material: keys.Material | None  # None: generate (the account's first host)
     instance_id: str  # kept in bigeye_agent.yml; new on the first register
-
-
-def backup_name(now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{CONFIG_FILE_NAME}.bak-{stamp}"
 
 
 def run_checks(
@@ -67,13 +63,19 @@ def run_checks(
     interactive: bool | None = None,
 ) -> _Checked:
     """Step 1: Docker, arguments, the file, the key set, the API key — before any write."""
+    old_text, config = checks.read_host_config(opts.host_dir)
+    data = read_yaml(old_text, opts.host_dir / CONFIG_FILE_NAME) if old_text else {}
+    checks.check_not_kubernetes(env, data if isinstance(data, dict) else {})
     version = checks.check_compose_v2(env)
     checks.check_docker_access(env)
-    out(f"Docker Compose {version} found; docker ps works")
+    socket = checks.docker_socket(env)
+    out(f"Docker Compose {version} found; docker ps works; the engine's socket is {socket}")
     checks.check_host_id(opts.host_id)
-    added = checks.parse_agents(opts.agents)
+    overrides = checks.parse_agents(opts.agents)
     checks.check_host_dir(opts.host_dir)
-    old_text, config = checks.read_host_config(opts.host_dir)
+    installed = find_installed(opts.host_dir, old_text, out)
+    added = agents_to_add(installed, overrides)
+    stack = compose.existing_stack(opts.host_dir, env)
     key_dir = opts.host_dir / keys.AGENT_CONFIG_DIR
     have = keys.present(key_dir)
     if have and len(have) < len(keys.KEY_SET):
@@ -86,7 +88,9 @@ def run_checks(
     # the edit of step 4, tried now with stand-in values: a file it cannot splice fails here
     stand_in = {"address": "bigeye.invalid:443", "namespace": "default", "server_name": None}
     instance_id = config.orchestrator.instance_id or str(uuid.uuid4())
-    _edited(opts.host_dir, old_text, _updates(opts, config, url, added, instance_id, stand_in))
+    configfile.edited(
+        opts.host_dir, old_text, _updates(opts, config, url, added, instance_id, stand_in)
+    )
     client = api.BigeyeApi(url, api.api_key(env, prompt, interactive))
     client.verify_key()
     client.require_admin()
@@ -101,7 +105,33 @@ def run_checks(
             raise CliError(
                 m.KEYS_OTHER_ACCOUNT, path=key_dir / keys.CA_CERT, found=found, expected=expected
             )
-    return _Checked(old_text, config, added, url, client, material, instance_id)
+    return _Checked(old_text, config, added, installed, stack, url, client, material, instance_id)
+
+
+def find_installed(host_dir: Path, text: str | None, out: Print) -> list[discovery.Found]:
+    """The installed agent set, said line by line."""
+    found = sync.installed_set(host_dir, text)
+    if found:
+        out("found installed agents:")
+        for agent in found:
+            out(f"  {agent.describe()}")
+    return found
+
+
+def agents_to_add(
+    installed: Sequence[discovery.Found], overrides: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """Agent-set entries for found batch agents not in it yet; --agent TYPE=IMAGE wins."""
+    added: dict[str, dict[str, str]] = {}
+    for agent in installed:
+        if agent.managed and not agent.in_agent_set and agent.image:
+            entry = {"image": agent.image}
+            if agent.config_dir:
+                entry["config_dir"] = agent.config_dir
+            added[agent.agent] = entry
+    for name, image in overrides.items():
+        added.setdefault(name, {})["image"] = image
+    return added
 
 
 def _write_keys(host_dir: Path, checked: _Checked, out: Print) -> keys.Material:
@@ -135,7 +165,7 @@ def _updates(
     opts: RegisterOptions,
     config: HostConfig,
     url: str,
-    added: Mapping[str, str],
+    added: Mapping[str, Mapping[str, str]],
     instance_id: str,
     temporal: Mapping[str, Any],
 ) -> dict[str, Any]:
@@ -149,41 +179,8 @@ def _updates(
         orchestrator["bigeye_url"] = url
     updates: dict[str, Any] = {"docker_compose_enabled": True, "orchestrator": orchestrator}
     if added:
-        updates["agents"] = {agent: {"image": image} for agent, image in added.items()}
+        updates["agents"] = {agent: dict(entry) for agent, entry in added.items()}
     return updates
-
-
-def _edited(host_dir: Path, old_text: str | None, updates: dict[str, Any]) -> str:
-    """The spliced file, verified by re-parsing (nothing is written here)."""
-    path = host_dir / CONFIG_FILE_NAME
-    try:
-        new_text = yamledit.apply(old_text or "", updates)
-        yamledit.verify(old_text or "", new_text, updates)
-        parse_host_config(new_text, path)
-    except (yamledit.YamlEditError, ConfigError) as exc:
-        raise CliError(m.YAML_EDIT_FAILED, path=path, detail=exc) from None
-    return new_text
-
-
-def _edit_config(host_dir: Path, old_text: str | None, updates: dict[str, Any]) -> tuple[str, str]:
-    """Step 4: (new text, what was done) — backed up, spliced, verified, replaced atomically."""
-    path = host_dir / CONFIG_FILE_NAME
-    new_text = _edited(host_dir, old_text, updates)
-    if old_text is None:
-        files.atomic_write(path, new_text.encode(), 0o644, files.owner_of(host_dir))
-        return new_text, f"wrote {path}"
-    if new_text == old_text:
-        return new_text, f"{path} already had these settings: left unchanged"
-    backup = host_dir / backup_name()
-    suffix = 1
-    while backup.exists():
-        suffix += 1
-        backup = host_dir / f"{backup_name()}-{suffix}"
-    files.copy_file(path, backup)
-    target = path.resolve()  # a symlinked file stays a symlink: its target is replaced
-    info = target.stat()
-    files.atomic_write(target, new_text.encode(), info.st_mode & 0o7777, (info.st_uid, info.st_gid))
-    return new_text, f"backed up {path.name} as {backup.name}; updated {path}"
 
 
 def register(
@@ -199,27 +196,32 @@ def register(
     material = _write_keys(host_dir, checked, out)
 
     instance_id = checked.instance_id
-    agent_set = {name: agent.image for name, agent in checked.config.agents.items()}
-    agent_set.update(checked.added)
+    agent_set = [
+        *checked.config.agents,
+        *(a for a in checked.added if a not in checked.config.agents),
+    ]
+    installed = [a.agent for a in checked.installed if not a.managed]
     reg = checked.client.register_host(
         {
             "host_id": opts.host_id,
             "instance_id": instance_id,
-            "managed_agents": list(agent_set),
+            "managed_agents": agent_set,
+            "installed_agents": installed,
             "client_cert_pem": material.client_cert.decode(),
             "client_ca_pem": material.ca_cert.decode(),
             "cli_version": VERSION,
         }
     )
     managed = ", ".join(agent_set) or "none yet"
-    out(f"registered host {opts.host_id} with {checked.url} (managed agents: {managed})")
+    alone = f"; installed, running on their own: {', '.join(installed)}" if installed else ""
+    out(f"registered host {opts.host_id} with {checked.url} (managed agents: {managed}{alone})")
     written = _write_server_ca(host_dir, reg.server_ca_pem)
     if written:
         out(f"wrote {written}")
 
     temporal = {"address": reg.address, "namespace": reg.namespace, "server_name": reg.server_name}
     updates = _updates(opts, checked.config, checked.url, checked.added, instance_id, temporal)
-    new_text, done = _edit_config(host_dir, checked.old_text, updates)
+    new_text, done = configfile.write_edit(host_dir, checked.old_text, updates)
     out(done)
     config = parse_host_config(new_text, host_dir / CONFIG_FILE_NAME)
     owner = files.owner_of(host_dir)
@@ -228,10 +230,21 @@ def register(
         if directory.parent.is_dir() and files.make_dir(directory, owner):
             out(f"created {directory} for the {agent} agent's configuration files")
 
+    identity = access.orchestrator_identity(host_dir)
+    for line in access.grant_reads(host_dir, identity, _registry_password(config)):
+        out(f"changed {line}")
+    if checked.existing_stack is not None:
+        compose.keep_existing_stack(host_dir, checked.existing_stack, out)
     out(f"wrote {compose.render(host_dir, config, env, reg.server_name)}")
+    out(f"the orchestrator runs as uid {identity.uid}, gid {identity.gid} (never root)")
     compose.run(host_dir, env, ["up", "-d"], "compose up")
     out(f"started the stack: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")
     _next_steps(host_dir, opts.host_id, config, out)
+
+
+def _registry_password(config: HostConfig) -> tuple[str, ...]:
+    registry = config.registry
+    return (registry.password_file,) if registry and registry.password_file else ()
 
 
 def _next_steps(host_dir: Path, host_id: str, config: HostConfig, out: Print) -> None:

@@ -1,8 +1,9 @@
 """`bigeye-agent sync`: apply an edited bigeye_agent.yml to the stack and to Bigeye.
 
-Re-renders docker-compose.bigeye.yml, pushes the agent set (the host's managed agents), then
-`docker compose up -d` so that changed settings apply. The orchestrator re-reads the agent set
-for every job, so a changed agent needs no restart.
+Re-renders docker-compose.bigeye.yml, pushes the agent set (the managed agents, and the
+installed ones that run on their own), then `docker compose up -d` so that changed settings
+apply. The orchestrator re-reads the agent set for every job, so a changed agent needs no
+restart. On a host that is not registered it only validates and reports the set.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ import getpass
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from bigeye_agent import api, checks, compose
-from bigeye_agent import messages as m
-from bigeye_agent.messages import CliError
+from bigeye_agent import api, checks, compose, discovery, keys
+from orchestrator.hostconfig import CONFIG_FILE_NAME, read_yaml
 
 Print = Callable[[str], None]
+
+
+def installed_set(host_dir: Path, text: str | None) -> list[discovery.Found]:
+    data = read_yaml(text, host_dir / CONFIG_FILE_NAME) if text else {}
+    key_dir = host_dir / keys.AGENT_CONFIG_DIR
+    dirs = [p.name for p in key_dir.iterdir() if p.is_dir()] if key_dir.is_dir() else []
+    return discovery.discover(data if isinstance(data, dict) else {}, dirs)
 
 
 def sync(
@@ -27,17 +34,26 @@ def sync(
     interactive: bool | None = None,
 ) -> None:
     text, config = checks.read_host_config(host_dir)
-    if text is None or not config.docker_compose_enabled:
-        raise CliError(m.NOT_ENABLED)
+    found = installed_set(host_dir, text)
+    managed = list(config.agents)
+    installed = [agent.agent for agent in found if not agent.managed]
+    out(f"agent set: managed {', '.join(managed) or 'none'}; installed, running on their own: "
+        f"{', '.join(installed) or 'none'}")  # fmt: skip
+    for agent in found:
+        if agent.managed and not agent.in_agent_set:
+            out(f"  {agent.agent} is installed but not in the agent set ({agent.why}): add it "
+                f"with bigeye-agent install {agent.agent}")  # fmt: skip
     host_id = config.orchestrator.host_id
-    if host_id is None:
-        raise CliError(m.NOT_REGISTERED)
+    registered = text is not None and config.docker_compose_enabled and host_id is not None
+    if not registered:
+        out("this host is not registered, so nothing was pushed: run bigeye-agent register")
+        return
+    assert host_id is not None
     url = api.base_url(bigeye_url, env, config.orchestrator.bigeye_url)
     client = api.BigeyeApi(url, api.api_key(env, prompt, interactive))
 
     out(f"wrote {compose.render(host_dir, config, env, config.orchestrator.temporal.server_name)}")
-    agents = list(config.agents)
-    client.put_agents(host_id, agents)
-    out(f"managed agents of {host_id} at {url}: {', '.join(agents) or 'none'}")
+    client.put_agents(host_id, managed, installed)
+    out(f"pushed the agent set of {host_id} to {url}")
     compose.run(host_dir, env, ["up", "-d"], "sync")
     out(f"applied: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")

@@ -75,6 +75,9 @@ fill_wheels() {
 }
 
 revision="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
+# The moving tag a release line is pulled by (compose files name it): 1 for 1.x.y, 0.1 for 0.1.y.
+IFS=. read -r major minor _ <<<"$version"
+if [[ "$major" == 0 ]]; then channel="0.$minor"; else channel="$major"; fi
 wanted=("$@")
 for arg in "${wanted[@]}"; do
   printf '%s\n' "${IMAGES[@]}" | cut -d' ' -f1 | grep -qxF -- "$arg" || die "unknown image: $arg"
@@ -92,10 +95,10 @@ for line in "${IMAGES[@]}"; do
   fi
   base="$(choose_base "$dockerfile")"
   [[ "$context" != "." ]] || fill_wheels
-  echo "build-images: building $name:dev and $name:$version from $base"
+  echo "build-images: building $name:dev, $name:$version and $name:$channel from $base"
   docker build --build-arg "BASE_IMAGE=$base" --build-arg "VERSION=$version" \
     --build-arg "REVISION=$revision" -f "$dockerfile" \
-    -t "$name:dev" -t "$name:$version" "$context"
+    -t "$name:dev" -t "$name:$version" -t "$name:$channel" "$context"
   built+=("$name")
 done
 

@@ -215,7 +215,7 @@ def _where(mark: Any) -> str:
     return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
 
 
-def _read_yaml(text: str, path: Path) -> Any:
+def read_yaml(text: str, path: Path) -> Any:
     """The document's data, or one line naming what is wrong and where."""
     loader: _Loader | None = None
     try:
@@ -247,7 +247,7 @@ def _read_yaml(text: str, path: Path) -> Any:
 
 
 def parse_host_config(text: str, path: Path) -> HostConfig:
-    data = _read_yaml(text, path)
+    data = read_yaml(text, path)
     if data is None:
         data = {}
     if not isinstance(data, dict):

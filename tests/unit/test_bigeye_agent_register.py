@@ -72,6 +72,7 @@ class FakeBigeye:
             if host is None:
                 return web.json_response({"message": "unknown host"}, status=404)
             host["managed_agents"] = body["managed_agents"]
+            host["installed_agents"] = body.get("installed_agents", host["installed_agents"])
             return web.json_response({"host_id": match.group(1), **host})
         return web.json_response({"message": "no such route"}, status=404)
 
@@ -89,6 +90,7 @@ class FakeBigeye:
         self.hosts[body["host_id"]] = {
             "instance_id": body["instance_id"],
             "managed_agents": body["managed_agents"],
+            "installed_agents": body.get("installed_agents", []),
         }
         return web.json_response(
             {
@@ -133,6 +135,7 @@ if [ "$1" = ps ]; then
             exit 1;;
     down) echo "Cannot connect to the Docker daemon. Is the docker daemon running?" >&2; exit 1;;
   esac
+  case "$*" in *--format*|*-q*) exit 0;; esac  # no containers to list
   echo "CONTAINER ID   IMAGE"; exit 0
 fi
 if [ "$1" = image ] && [ "$2" = inspect ]; then
@@ -185,6 +188,9 @@ def make_host(tmp_path: Path, cloud: FakeBigeye) -> Any:
     docker.chmod(0o755)
     log = tmp_path / "docker.log"
     count = iter(range(100))
+    listener = socket.socket(socket.AF_UNIX)  # where the engine's socket would be
+    engine_socket = tmp_path / "docker.sock"
+    listener.bind(str(engine_socket))
 
     def factory(name: str | None = None) -> Host:
         path = tmp_path / (name or f"host{next(count)}")
@@ -195,6 +201,7 @@ def make_host(tmp_path: Path, cloud: FakeBigeye) -> Any:
             "BIGEYE_API_KEY": ADMIN,
             "BIGEYE_URL": cloud.url,
             "BIGEYE_COMPOSE_PROJECT": "bigeye-test",
+            "DOCKER_HOST": f"unix://{engine_socket}",
         }
         return Host(path, env, log)
 
@@ -237,13 +244,17 @@ def test_register_fresh_host(make_host: Any, cloud: FakeBigeye, capsys: Any) -> 
 
     agent_config = host.path / "agent_config"
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in agent_config.iterdir() if p.is_file()}
+    # root owns this host directory: the orchestrator runs as uid 10001 and reads its key
+    # through group 10001; nobody else may, and the CA's key stays root's alone
     assert modes == {
         "mtls.pem": 0o644,
-        "mtls.key": 0o600,
+        "mtls.key": 0o640,
         "mtls_ca.pem": 0o644,
         "mtls_ca.key": 0o600,
         "bigeye_workflows_ca.pem": 0o644,
     }
+    assert (agent_config / "mtls.key").stat().st_gid == 10001
+    assert f"{agent_config / 'mtls.key'}: group 10001, mode 0640" in out
     assert (agent_config / "bigeye_workflows_ca.pem").read_text() == SERVER_CA
     assert (agent_config / "datahealth").is_dir()
     keys.load(agent_config)  # a consistent key set
@@ -268,6 +279,9 @@ def test_register_fresh_host(make_host: Any, cloud: FakeBigeye, capsys: Any) -> 
     compose = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())
     assert compose["name"] == "bigeye-test"
     env = compose["services"]["bigeye-agent-orchestrator"]["environment"]
+    assert compose["services"]["bigeye-agent-orchestrator"]["user"] == "10001:10001"
+    proxy_volumes = compose["services"]["docker-socket-proxy"]["volumes"]
+    assert proxy_volumes == [f"{host.env['DOCKER_HOST'][7:]}:/var/run/docker.sock:ro"]
     assert env["BIGEYE_TLS_SERVER_NAME"] == "host.docker.internal"
     assert env["BIGEYE_TLS_CA"] == "/etc/bigeye/agent_config/bigeye_workflows_ca.pem"
     compose_file = host.path / COMPOSE_FILE_NAME
@@ -511,6 +525,8 @@ def test_compose_commands_wrap_docker_compose(make_host: Any, capsys: Any) -> No
     assert host.run("compose", "down") == 0
     assert host.docker_calls() == [
         f"{base} ps",
+        f"ps -a --filter label=com.docker.compose.project.working_dir={host.path} --format "
+        '{{.Label "com.docker.compose.project"}}\t{{.Names}}',
         f"{base} logs -f bigeye-agent-orchestrator",
         f"{base} logs",
         f"{base} up -d",
@@ -524,17 +540,18 @@ def test_upgrade(make_host: Any, capsys: Any) -> None:
     host = make_host()
     assert host.register() == 0
     base = f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test"
-    recreate = f"{base} up -d --force-recreate bigeye-agent-orchestrator docker-socket-proxy"
+    recreate = f"{base} up -d"  # recreates what changed, nothing else
 
     host.log.unlink()
     assert host.run("compose", "upgrade") == 0
-    assert host.docker_calls() == [f"{base} pull", recreate]
+    compose_calls = [call for call in host.docker_calls() if call.startswith("compose")]
+    assert compose_calls == [f"{base} pull", recreate]
 
     host.log.unlink()
     capsys.readouterr()
     assert host.run("compose", "upgrade", FAKE_PULL_EXIT="1") == 0
     assert m.PULL_FAILED_LOCAL in capsys.readouterr().out
-    assert host.docker_calls()[-1] == recreate
+    assert [call for call in host.docker_calls() if call.startswith("compose")][-1] == recreate
 
     compose = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())
     image = compose["services"]["docker-socket-proxy"]["image"]
@@ -558,21 +575,23 @@ def test_sync_pushes_the_agent_set_and_applies(make_host: Any, cloud: FakeBigeye
     assert cloud.requests[-1] == (
         "PUT",
         "/api/v1/agent-orchestrator/hosts/prod-agent-01/agents",
-        {"managed_agents": ["datahealth", "lineage_plus"]},
+        {"managed_agents": ["datahealth", "lineage_plus"], "installed_agents": []},
     )
     assert cloud.hosts["prod-agent-01"]["managed_agents"] == ["datahealth", "lineage_plus"]
     assert (host.path / COMPOSE_FILE_NAME).is_file()
     assert host.docker_calls() == [
         f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d"
     ]
+    assert cloud.hosts["prod-agent-01"]["installed_agents"] == []
 
 
 def test_sync_before_register_and_unknown_host(
     make_host: Any, cloud: FakeBigeye, capsys: Any
 ) -> None:
     host = make_host()
-    assert host.run("sync") == 1
-    assert one_error_line(capsys.readouterr().err) == m.NOT_ENABLED
+    assert host.run("sync") == 0  # not registered: the set is checked and shown, not pushed
+    out = capsys.readouterr().out
+    assert "nothing was pushed" in out and cloud.requests == []
     host.config.write_text("docker_compose_enabled: true\norchestrator: {host_id: ghost}\n")
     assert host.run("sync") == 1
     assert "host 'ghost' is not registered" in one_error_line(capsys.readouterr().err)
@@ -626,3 +645,210 @@ def test_cli_output_is_plain_lines(make_host: Any, capsys: Any) -> None:
     assert "registered host prod-agent-01" in out
     assert "No agent is installed yet" in out
     assert not any(line.lstrip().startswith("{") for line in out.splitlines())
+
+
+# ---- hosts as they are in the field ----------------------------------------------------------
+
+LEGACY_HOST = """\
+# an installation that predates the orchestrator
+company_uuid: 9f1c
+lineage:
+  image: docker.io/bigeyedata/lineage-plus-connector:2.3.1
+  connections: [snowflake, tableau]
+external-monitors:
+  image_tag: "1.9"
+sds:
+  port: 8080
+"""
+
+
+def test_register_finds_the_installed_agent_set_without_flags(
+    make_host: Any, cloud: FakeBigeye, capsys: Any
+) -> None:
+    host = make_host()
+    host.config.write_text(LEGACY_HOST)
+    for directory in ("lineage", "datahealth", "sds"):
+        (host.path / "agent_config" / directory).mkdir(parents=True)
+    assert host.register() == 0
+    out = capsys.readouterr().out
+
+    config = load_host_config(host.config)
+    assert config.agents["lineage_plus"].image == (
+        "docker.io/bigeyedata/lineage-plus-connector:2.3.1"
+    )
+    assert config.agents["lineage_plus"].config_dir == "agent_config/lineage"
+    assert config.agents["datahealth"].image == "docker.io/bigeyedata/datahealth:latest"
+    assert config.agents["datahealth"].config_dir is None  # agent_config/datahealth: the default
+    assert config.agents["external_monitors"].image == (
+        "docker.io/bigeyedata/external-monitors:1.9"
+    )
+    assert host.config.read_text().startswith(LEGACY_HOST), "every original byte kept"
+    body = next(b for m_, p, b in cloud.requests if p.endswith("/hosts") and m_ == "POST")
+    assert body["managed_agents"] == ["lineage_plus", "datahealth", "external_monitors"]
+    assert body["installed_agents"] == ["sds"]
+    assert "lineage_plus (Lineage Plus): managed" in out
+    assert "sds (SDS): installed, runs on its own (not managed)" in out
+    assert "installed, running on their own: sds" in out
+
+
+def test_an_agent_flag_overrides_the_image_found(make_host: Any) -> None:
+    host = make_host()
+    host.config.write_text(LEGACY_HOST)
+    assert host.register("lineage_plus=reg/lineage:9") == 0
+    assert load_host_config(host.config).agents["lineage_plus"].image == "reg/lineage:9"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "why"),
+    [
+        ("", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "KUBERNETES_SERVICE_HOST is set"),
+        ("kubernetes_enabled: true\n", {}, "sets kubernetes_enabled: true"),
+        ("kubernetes:\n  namespace: bigeye\n", {}, "has a kubernetes: section"),
+        ("deployment: helm\n", {}, "sets deployment: helm"),
+    ],
+)
+def test_a_kubernetes_host_is_refused_before_anything_is_written(
+    make_host: Any, capsys: Any, text: str, env: dict[str, str], why: str
+) -> None:
+    host = make_host()
+    if text:
+        host.config.write_text(text)
+    before = snapshot(host.path)
+    assert host.register(**env) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(
+        "Kubernetes hosts can't register: the orchestrator runs as a Docker Compose stack ("
+    )
+    assert why in line
+    assert snapshot(host.path) == before
+    assert host.docker_calls() == []
+
+
+def test_the_socket_comes_from_docker_host_or_the_rootless_default(
+    make_host: Any, capsys: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bigeye_agent import checks
+
+    host = make_host()
+    assert host.register(DOCKER_HOST="tcp://10.1.1.1:2375") == 1
+    assert one_error_line(capsys.readouterr().err) == m.SOCKET_NOT_UNIX.format(
+        host="tcp://10.1.1.1:2375"
+    )
+    assert host.register(DOCKER_HOST=f"unix://{tmp_path}/none.sock") == 1
+    assert "there is no Docker socket at" in one_error_line(capsys.readouterr().err)
+    assert not host.config.exists()
+
+    # no DOCKER_HOST, no system socket: a rootless engine's, under $XDG_RUNTIME_DIR
+    runtime = tmp_path / "run-user"
+    runtime.mkdir()
+    rootless = socket.socket(socket.AF_UNIX)
+    rootless.bind(str(runtime / "docker.sock"))
+    monkeypatch.setattr(checks, "DEFAULT_SOCKET", tmp_path / "no-system-engine.sock")
+    env = {k: v for k, v in host.env.items() if k != "DOCKER_HOST"}
+    env["XDG_RUNTIME_DIR"] = str(runtime)
+    assert checks.docker_socket(env) == runtime / "docker.sock"
+    rootless.close()
+
+
+def test_a_compose_mode_host_keeps_its_stack_under_its_own_project(
+    make_host: Any, capsys: Any
+) -> None:
+    host = make_host("site-a")
+    original = (
+        "services:\n  sds:\n    image: docker.io/bigeyedata/sds:3\n"
+        "    container_name: bigeye-sds\n    restart: unless-stopped\n"
+    )
+    (host.path / COMPOSE_FILE_NAME).write_text(original)
+    assert host.register("datahealth=img:1") == 0
+    out = capsys.readouterr().out
+    (backup,) = host.path.glob(f"{COMPOSE_FILE_NAME}.bak-*")
+    assert backup.read_text() == original
+    kept = (host.path / "docker-compose.agents.yml").read_text()
+    assert kept.endswith(original) and 'name: "site-a"' in kept
+    assert yaml.safe_load(kept)["services"]["sds"]["container_name"] == "bigeye-sds"
+    ours = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())
+    assert set(ours["services"]) == {"bigeye-agent-orchestrator", "docker-socket-proxy"}
+    assert "keep running as the Compose project site-a" in out
+
+    # it is ours now: a second register leaves the kept stack alone
+    assert host.register("datahealth=img:1") == 0
+    assert len(list(host.path.glob(f"{COMPOSE_FILE_NAME}.bak-*"))) == 1
+
+
+def test_a_compose_mode_stack_named_like_ours_is_refused(make_host: Any, capsys: Any) -> None:
+    host = make_host()
+    (host.path / COMPOSE_FILE_NAME).write_text("name: bigeye-test\nservices: {sds: {image: x}}\n")
+    before = snapshot(host.path)
+    assert host.register() == 1
+    assert "run as the Compose project 'bigeye-test'" in one_error_line(capsys.readouterr().err)
+    assert snapshot(host.path) == before
+
+
+# ---- install -----------------------------------------------------------------------------------
+
+
+def test_install_on_a_host_not_registered_adds_the_agent_and_pushes_nothing(
+    make_host: Any, cloud: FakeBigeye, capsys: Any
+) -> None:
+    host = make_host()
+    host.config.write_text(LEGACY_HOST)
+    assert host.run("install", "lineage", "--yes") == 0
+    out = capsys.readouterr().out
+    agent = load_host_config(host.config).agents["lineage_plus"]
+    assert agent.image == "docker.io/bigeyedata/lineage-plus-connector:2.3.1"  # the one it uses
+    assert "nothing was pushed" in out and cloud.requests == []
+    assert (host.path / "agent_config" / "lineage_plus").is_dir()
+    assert host.config.read_text().startswith(LEGACY_HOST)
+    assert len(list(host.path.glob("bigeye_agent.yml.bak-*"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["install"], m.INSTALL_WHICH),
+        (["install", "sds"], m.INSTALL_UNKNOWN.format(agent="sds")),
+        (["install", "datahealth", "--image", "a b"], m.INSTALL_BAD_IMAGE.format(value="a b")),
+        (["install", "datahealth", "--config-dir", "../x"],
+         m.INSTALL_BAD_CONFIG_DIR.format(value="../x")),
+        (["install", "datahealth", "--config-dir", "agent_config"],
+         m.INSTALL_BAD_CONFIG_DIR.format(value="agent_config")),
+    ],
+)  # fmt: skip
+def test_install_refusals_write_nothing(
+    make_host: Any, capsys: Any, argv: list[str], message: str
+) -> None:
+    host = make_host()
+    before = snapshot(host.path)
+    assert host.run(*argv) == 1
+    assert one_error_line(capsys.readouterr().err) == message
+    assert snapshot(host.path) == before
+
+
+def test_install_asks_on_a_terminal_and_takes_the_defaults_on_enter(make_host: Any) -> None:
+    from bigeye_agent.install import InstallOptions, install
+
+    host = make_host()
+    answers = iter(["external-monitors", "reg/monitors:4", ""])
+    asked: list[str] = []
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return next(answers)
+
+    install(InstallOptions(host.path), host.env, lambda _: None, ask, interactive=True)
+    agent = load_host_config(host.config).agents["external_monitors"]
+    assert agent.image == "reg/monitors:4" and agent.config_dir is None
+    assert asked[1] == "image [docker.io/bigeyedata/external-monitors:latest]: "
+    assert asked[2] == "config directory [agent_config/external_monitors]: "
+
+
+def test_install_on_a_registered_host_syncs(make_host: Any, cloud: FakeBigeye) -> None:
+    host = make_host()
+    assert host.register("datahealth=img:1") == 0
+    host.log.unlink()
+    assert host.run("install", "external_monitors", "--image", "img:2", "--yes") == 0
+    assert cloud.hosts["prod-agent-01"]["managed_agents"] == ["datahealth", "external_monitors"]
+    assert (
+        host.docker_calls()[-1]
+        == f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d"
+    )
