@@ -138,6 +138,11 @@ def cloud(make_cloud: Any) -> Cloud:
     return make_cloud()  # type: ignore[no-any-return]
 
 
+def only_key_files(directory: str, names: list[str]) -> list[str]:
+    """The account's keys are what hosts share, not one host's agent directories."""
+    return [name for name in names if (Path(directory) / name).is_dir()]
+
+
 @dataclass
 class HostDir:
     host_id: str
@@ -170,7 +175,7 @@ class HostDir:
         if done.returncode == 0 and self.cloud is not None and self.cloud.agent_config is None:
             # kept with the cloud: this host's directory goes away with its test
             keys = self.cloud.state_dir / "account-agent-config"
-            shutil.copytree(self.path / "agent_config", keys)
+            shutil.copytree(self.path / "agent_config", keys, ignore=only_key_files)
             self.cloud.agent_config = keys
         return done
 
