@@ -1,9 +1,11 @@
 """Who the orchestrator's container runs as, and what it must be able to read.
 
-Never uid 0. It runs as the owner of the host directory when that is not root; when root owns
-it, as a fixed unprivileged uid and group, and the few files the orchestrator reads are given
-that group's read permission. Keys are never made world-readable; the account CA's private key
-(mtls_ca.key) is never given to the orchestrator at all.
+Never root on the host. On a rootful engine it runs as the owner of the host directory when
+that is not root; when root owns it, as a fixed unprivileged uid and group, and the few files
+the orchestrator reads are given that group's read permission. On a rootless engine the
+container's uid 0 is the engine's own unprivileged user (the owner of the host directory, whose
+files it must read), so the stack runs as that uid 0 there. Keys are never made world-readable;
+the account CA's private key (mtls_ca.key) is never given to the orchestrator at all.
 """
 
 from __future__ import annotations
@@ -33,13 +35,25 @@ class Identity:
     uid: int
     gid: int
     owner_is_root: bool
+    rootless: bool = False
 
     @property
     def user(self) -> str:
         return f"{self.uid}:{self.gid}"
 
+    def describe(self, host_dir: Path) -> str:
+        if self.rootless:
+            owner = files.owner_of(host_dir)[0]
+            return (
+                f"the orchestrator runs as uid 0 of the rootless engine's user namespace, which "
+                f"is uid {owner} (the host directory's owner) on the host: never root"
+            )
+        return f"the orchestrator runs as uid {self.uid}, gid {self.gid} (never root)"
 
-def orchestrator_identity(host_dir: Path) -> Identity:
+
+def orchestrator_identity(host_dir: Path, rootless: bool = False) -> Identity:
+    if rootless:
+        return Identity(0, 0, owner_is_root=False, rootless=True)
     uid, gid = files.owner_of(host_dir)
     if uid != 0:
         return Identity(uid, gid, owner_is_root=False)

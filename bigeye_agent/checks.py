@@ -168,6 +168,12 @@ def docker_socket(env: Mapping[str, str]) -> Path:
     return path
 
 
+def engine_is_rootless(env: Mapping[str, str]) -> bool:
+    """Whether the engine runs rootless (in a user namespace of an unprivileged user)."""
+    done = docker(["info", "--format", "{{json .SecurityOptions}}"], env)
+    return done.returncode == 0 and "name=rootless" in done.stdout
+
+
 def _is_socket(path: Path) -> bool:
     try:
         return stat.S_ISSOCK(path.stat().st_mode)

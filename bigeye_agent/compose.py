@@ -160,14 +160,19 @@ def upgrade(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
 
 
 def render(
-    host_dir: Path, config: HostConfig, env: Mapping[str, str], server_name: str | None
+    host_dir: Path,
+    config: HostConfig,
+    env: Mapping[str, str],
+    server_name: str | None,
+    rootless: bool | None = None,
 ) -> Path:
     """Write docker-compose.bigeye.yml for this host (atomically, owned by the dir's owner)."""
     host_id = config.orchestrator.host_id
     if host_id is None:
         raise CliError(m.NOT_REGISTERED)
     socket = checks.docker_socket(env)
-    identity = access.orchestrator_identity(host_dir)
+    rootless = checks.engine_is_rootless(env) if rootless is None else rootless
+    identity = access.orchestrator_identity(host_dir, rootless)
     inputs = compose_file.ComposeInputs(
         host_dir=host_dir,
         host_id=host_id,
@@ -181,6 +186,7 @@ def render(
         gid=identity.gid,
         docker_socket=str(socket),
         socket_gid=compose_file.socket_gid(str(socket)),
+        rootless=rootless,
         tls=True,
         tls_server_name=server_name,
     )

@@ -84,6 +84,7 @@ class ComposeInputs:
     gid: int = 10001
     docker_socket: str = DOCKER_SOCKET
     socket_gid: int = 0
+    rootless: bool = False  # the engine's uid 0 is an unprivileged user: the stack runs as it
     tls: bool = False
     tls_server_name: str | None = None
 
@@ -147,6 +148,10 @@ def render(inputs: ComposeInputs) -> str:
     }
     compose = _substitute(template, values)
     orchestrator = compose["services"][ORCHESTRATOR_SERVICE]
+    if inputs.rootless:
+        proxy = compose["services"][PROXY_SERVICE]
+        proxy["user"] = "0:0"  # the socket's owner in the engine's user namespace
+        del proxy["group_add"]
     if inputs.tls:
         orchestrator["environment"].update(TLS_ENV)
         if inputs.tls_server_name:

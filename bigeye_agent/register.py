@@ -230,13 +230,14 @@ def register(
         if directory.parent.is_dir() and files.make_dir(directory, owner):
             out(f"created {directory} for the {agent} agent's configuration files")
 
-    identity = access.orchestrator_identity(host_dir)
+    rootless = checks.engine_is_rootless(env)
+    identity = access.orchestrator_identity(host_dir, rootless)
     for line in access.grant_reads(host_dir, identity, _registry_password(config)):
         out(f"changed {line}")
     if checked.existing_stack is not None:
         compose.keep_existing_stack(host_dir, checked.existing_stack, out)
-    out(f"wrote {compose.render(host_dir, config, env, reg.server_name)}")
-    out(f"the orchestrator runs as uid {identity.uid}, gid {identity.gid} (never root)")
+    out(f"wrote {compose.render(host_dir, config, env, reg.server_name, rootless)}")
+    out(identity.describe(host_dir))
     compose.run(host_dir, env, ["up", "-d"], "compose up")
     out(f"started the stack: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")
     _next_steps(host_dir, opts.host_id, config, out)

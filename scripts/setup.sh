@@ -42,6 +42,24 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed): install Docker and start it, or run this as root on Debian to have it installed"
 fi
 
+# ---- what a rootless engine needs (the rootless e2e test starts one; root on Debian only) -----
+if is_root && [[ -f /etc/debian_version ]]; then
+  if ! command -v rootlesskit >/dev/null || ! command -v slirp4netns >/dev/null \
+      || ! command -v newuidmap >/dev/null; then
+    say "installing rootlesskit, slirp4netns and uidmap (for a rootless Docker engine)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rootlesskit slirp4netns uidmap >/dev/null
+  fi
+  if ! id bigeye-rootless >/dev/null 2>&1; then
+    useradd --create-home --shell /usr/sbin/nologin bigeye-rootless
+  fi
+  if ! grep -q '^bigeye-rootless:' /etc/subuid; then
+    usermod --add-subuids 200000-265535 --add-subgids 200000-265535 bigeye-rootless
+  fi
+  # slirp4netns opens the tun device as that user: 0666 is the kernel's own default for it
+  if [[ -c /dev/net/tun && "$(stat -c %a /dev/net/tun)" != 666 ]]; then chmod 0666 /dev/net/tun; fi
+fi
+
 # ---- Docker Compose V2 ---------------------------------------------------------------------
 if ! docker compose version 2>/dev/null | grep -q "v2"; then
   binary="$("$VENV/bin/python" - <<'PY'

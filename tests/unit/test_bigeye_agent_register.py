@@ -138,6 +138,11 @@ if [ "$1" = ps ]; then
   case "$*" in *--format*|*-q*) exit 0;; esac  # no containers to list
   echo "CONTAINER ID   IMAGE"; exit 0
 fi
+if [ "$1" = info ]; then
+  if [ -n "$FAKE_ROOTLESS" ]; then echo '["name=seccomp,profile=default","name=rootless"]'
+  else echo '["name=seccomp,profile=default"]'; fi
+  exit 0
+fi
 if [ "$1" = image ] && [ "$2" = inspect ]; then
   case " $FAKE_MISSING_IMAGES " in *" $3 "*) exit 1;; esac
   echo "[{}]"; exit 0
@@ -288,6 +293,7 @@ def test_register_fresh_host(make_host: Any, cloud: FakeBigeye, capsys: Any) -> 
     assert host.docker_calls() == [
         "compose version",
         "ps",
+        "info --format {{json .SecurityOptions}}",
         f"compose -f {compose_file} -p bigeye-test up -d",
     ]
     assert "bigeye-agent compose status" in out
@@ -580,7 +586,8 @@ def test_sync_pushes_the_agent_set_and_applies(make_host: Any, cloud: FakeBigeye
     assert cloud.hosts["prod-agent-01"]["managed_agents"] == ["datahealth", "lineage_plus"]
     assert (host.path / COMPOSE_FILE_NAME).is_file()
     assert host.docker_calls() == [
-        f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d"
+        "info --format {{json .SecurityOptions}}",
+        f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d",
     ]
     assert cloud.hosts["prod-agent-01"]["installed_agents"] == []
 
@@ -852,3 +859,18 @@ def test_install_on_a_registered_host_syncs(make_host: Any, cloud: FakeBigeye) -
         host.docker_calls()[-1]
         == f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d"
     )
+
+
+def test_on_a_rootless_engine_the_stack_runs_as_the_engines_own_user(
+    make_host: Any, capsys: Any
+) -> None:
+    host = make_host()
+    assert host.register("datahealth=img:1", FAKE_ROOTLESS="1") == 0
+    out = capsys.readouterr().out
+    assert "uid 0 of the rootless engine's user namespace" in out
+    stack = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())["services"]
+    assert stack["bigeye-agent-orchestrator"]["user"] == "0:0"
+    assert stack["docker-socket-proxy"]["user"] == "0:0"
+    assert "group_add" not in stack["docker-socket-proxy"]
+    key = host.path / "agent_config" / "mtls.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600, "nothing to give: the owner reads it"
