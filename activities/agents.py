@@ -58,6 +58,7 @@ class JobPlan(BaseModel):
     timeout_seconds: int
     stop_grace_seconds: int
     max_concurrent: int
+    dispatched_at: str | None = None  # the run's first workflow task (for its latency)
 
 
 class Resolution(BaseModel):
@@ -77,6 +78,7 @@ def resolve(
     version: str,
     workflow_id: str | None = None,
     workflow_run_id: str = "",
+    dispatched_at: str | None = None,
 ) -> Resolution:
     """The run's plan, or why there is none.
 
@@ -130,6 +132,7 @@ def resolve(
             timeout_seconds=request.timeout_seconds or limit,
             stop_grace_seconds=agent.stop_grace_seconds,
             max_concurrent=agent.max_concurrent,
+            dispatched_at=dispatched_at,
         ),
     )
 

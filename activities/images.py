@@ -7,6 +7,7 @@ engine's, and a run that is canceled stops waiting without stopping the others' 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic import BaseModel
 
 from activities.agents import RegistryLogin
 from activities.docker_api import is_not_found
+from orchestrator import metrics
 
 PULL_TIMEOUT_SECONDS = 30 * 60
 # What the engine says when the image is not there to pull or may not be pulled: retrying
@@ -95,6 +97,7 @@ async def pull(
     repository, tag = split_reference(image)
     on_progress(f"pulling {image}")
     stream = docker.images.pull(repository, tag=tag, auth=auth, stream=True)
+    began = time.monotonic()
     try:
         async with asyncio.timeout(PULL_TIMEOUT_SECONDS):
             async for item in stream:
@@ -107,9 +110,15 @@ async def pull(
     except aiodocker.DockerError as exc:
         raise pull_failed(image, exc.message) from exc
     except TimeoutError:
+        metrics.IMAGE_PULLS.labels("failed").inc()
         raise ImagePullError(
             f"pull of {image} did not finish in {PULL_TIMEOUT_SECONDS} s", permanent=False
         ) from None
+    except ImagePullError:
+        metrics.IMAGE_PULLS.labels("failed").inc()
+        raise
+    metrics.IMAGE_PULLS.labels("pulled").inc()
+    metrics.IMAGE_PULL_DURATION.observe(time.monotonic() - began)
 
 
 class Puller:

@@ -13,6 +13,7 @@ import aiodocker
 
 from activities import containers
 from activities.logstream import LineReader, LogLine
+from orchestrator import metrics
 
 
 class OutputForwarder:
@@ -50,7 +51,10 @@ class OutputForwarder:
         )
 
     def _emit(self, line: LogLine) -> None:
+        metrics.LOG_LINES.inc()
         if line.cut_bytes:
+            metrics.LOG_LINES_CUT.inc()
+            metrics.LOG_BYTES_CUT.inc(line.cut_bytes)
             self.jlog.info(line.text, stream="agent", fd=line.stream, cut_bytes=line.cut_bytes)
         else:
             self.jlog.info(line.text, stream="agent", fd=line.stream)

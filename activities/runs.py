@@ -35,6 +35,7 @@ from activities.joblogs import OutputForwarder
 from activities.logstream import LineReader, LogCursor, timestamp_ns
 from activities.network import ensure_job_network
 from activities.slots import SlotGate, Waiter
+from orchestrator import metrics
 from orchestrator.contract import ContainerEnd, EndedBy, RunStatus, parse_job_request
 from orchestrator.hostconfig import ConfigError, HostConfig
 from orchestrator.settings import Settings
@@ -94,6 +95,8 @@ class FinishInput(BaseModel):
     status: RunStatus
     exit_code: int | None
     reason: str | None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 class EngineGone(RuntimeError):
@@ -138,6 +141,7 @@ class JobActivities:
     async def resolve_job(self, raw_request: dict[str, Any]) -> Resolution:
         request = parse_job_request(raw_request)
         info = activity.info()
+        dispatched = info.scheduled_time.isoformat().replace("+00:00", "Z")
         try:
             host = await self._agent_set()
         except ConfigError as exc:
@@ -153,6 +157,7 @@ class JobActivities:
             version=VERSION,
             workflow_id=info.workflow_id,
             workflow_run_id=info.workflow_run_id or "",
+            dispatched_at=dispatched,
         )
 
     async def _agent_set(self) -> HostConfig:
@@ -213,6 +218,11 @@ class JobActivities:
             except Exception as exc:
                 raise activity_error(exc, "removing the job container") from None
             self.gate.released()
+        agent = plan.request.agent
+        metrics.RUNS_FINISHED.labels(agent, job.status).inc()
+        ran = metrics.seconds_between(job.started_at, job.finished_at)
+        if ran is not None:
+            metrics.RUN_DURATION.labels(agent, job.status).observe(max(ran, 0.0))
         jlog.info("job finished", status=job.status, exit_code=job.exit_code, reason=job.reason)
 
     # ---- launch activities ----------------------------------------------------------------
@@ -301,6 +311,13 @@ class JobActivities:
             started_at=docker_time(info["State"].get("StartedAt")),
             created=created,
         )
+        if created:
+            metrics.RUNS_STARTED.labels(plan.request.agent).inc()
+            waited = metrics.seconds_between(plan.dispatched_at, launched.started_at)
+            if waited is not None:
+                metrics.DISPATCH_TO_RUNNING.labels(plan.request.agent).observe(max(waited, 0.0))
+        else:
+            metrics.ADOPTIONS.inc()
         jlog.info(
             "job container started" if created else "job container adopted",
             container_id=info["Id"][:12],

@@ -25,6 +25,7 @@ import aiodocker
 import structlog
 
 from activities.containers import list_managed
+from orchestrator import metrics
 from orchestrator.contract import LABEL_AGENT, LABEL_RUN_ID
 
 # A container being removed has ended: its slot is free (counting it would refuse the waiter
@@ -119,6 +120,7 @@ class SlotGate:
         for item in await self.used():
             labels = item.get("Labels") or {}
             found[str(labels.get(LABEL_RUN_ID) or item.get("Id"))] = str(labels.get(LABEL_AGENT))
+        metrics.SLOTS_USED.set(len(found))
         return found
 
     def _holders(self, active: dict[str, str], exclude: str | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ import structlog
 
 from activities import containers
 from activities.ending import finalize, has_ended, stop_and_drain
+from orchestrator import metrics
 from orchestrator.contract import LABEL_AGENT, LABEL_JOB_ID, LABEL_RUN_ID
 
 log = structlog.get_logger("bigeye.orchestrator.sweep")
@@ -103,6 +104,7 @@ class Sweeper:
                 **fields,
             )
         await containers.remove(self.docker, container_id)
+        metrics.ORPHANS_SWEPT.inc()
         self.on_removed()
 
 

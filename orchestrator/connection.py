@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    PrometheusConfig,
     Runtime,
     TelemetryConfig,
     TelemetryFilter,
@@ -18,16 +20,26 @@ from temporalio.service import TLSConfig
 from orchestrator.settings import Settings, SettingsError
 
 
-def make_runtime() -> Runtime:
-    """A runtime whose core (Rust) logs go to stdlib logging, rendered by structlog."""
+def make_runtime(metrics_bind: str | None = None) -> Runtime:
+    """A runtime whose core (Rust) logs go to stdlib logging, rendered by structlog, and whose
+    metrics (when `metrics_bind` is given) are served there for our /metrics to pass on."""
     return Runtime(
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
                 forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
-            )
+            ),
+            metrics=PrometheusConfig(bind_address=metrics_bind, durations_as_seconds=True)
+            if metrics_bind
+            else None,
         )
     )
+
+
+def free_loopback_address() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

@@ -44,6 +44,7 @@ class Settings(BaseModel):
     tls: TLSFiles | None
     docker_host: str | None
     health_addr: str
+    metrics_addr: str | None = None  # /metrics also served here, for scraping from outside
     log_format: Literal["json", "console"]
     max_concurrent_jobs: int
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
@@ -82,6 +83,16 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
     except ValueError:
         raise SettingsError(f"{name} {raw!r} must be a positive number of seconds") from None
     return value
+
+
+def _address(env: Mapping[str, str], name: str) -> str | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    _, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name} {raw!r} must be HOST:PORT, like 0.0.0.0:9464")
+    return raw
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostConfig]:
@@ -142,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostC
         tls=tls,
         docker_host=env.get("DOCKER_HOST") or None,
         health_addr=env.get("BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR,
+        metrics_addr=_address(env, "BIGEYE_METRICS_ADDR"),
         log_format=log_format,
         max_concurrent_jobs=max_jobs,
         heartbeat_seconds=heartbeat,

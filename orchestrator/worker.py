@@ -35,9 +35,10 @@ from activities.images import Puller
 from activities.runs import JobActivities
 from activities.slots import SlotGate, Waiter, Wake
 from activities.sweeping import Sweeper
-from orchestrator.connection import connect, make_runtime
-from orchestrator.contract import SLOT_SIGNAL, launch_queue, task_queue, watch_queue
-from orchestrator.health import HealthState, serve_health
+from orchestrator import metrics
+from orchestrator.connection import connect, free_loopback_address, make_runtime
+from orchestrator.contract import SLOT_SIGNAL, HostStatus, launch_queue, task_queue, watch_queue
+from orchestrator.health import HealthState, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
 from orchestrator.liveness import run_checker
@@ -148,8 +149,11 @@ def exit_deadline(seconds: float) -> threading.Timer:
 
 async def run_daemon(settings: Settings) -> int:
     """The daemon's start-up order: settings (done) → Temporal → Docker → reconcile → poll."""
-    health = HealthState()
-    health_server = await serve_health(settings.health_addr, health)
+    health = HealthState(sdk_metrics_url=None)
+    sdk_metrics = free_loopback_address()
+    health.sdk_metrics_url = f"http://{sdk_metrics}/metrics"
+    health_servers = await serve_health(settings.health_addr, health, settings.metrics_addr)
+    metrics.SLOTS_MAX.set(settings.max_concurrent_jobs)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     deadline = exit_deadline(EXIT_DEADLINE_SECONDS)
@@ -163,16 +167,16 @@ async def run_daemon(settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal)
 
     log.info("starting", version=VERSION, temporal=settings.temporal_address)
-    client = await _until_connected(settings, stop)
+    client = await _until_connected(settings, stop, sdk_metrics)
     if client is None:
-        await health_server.cleanup()
+        await stop_health(health_servers)
         return 0
     docker = connect_docker(settings.docker_host)
     try:
         version = await _until_docker(docker, stop)
         if version is None:
             return 0
-        health.docker_version = version
+        health.docker_version, health.docker_ok = version, True
         gate = SlotGate(
             docker, settings.host_id, settings.max_concurrent_jobs, wake=slot_waker(client)
         )
@@ -195,10 +199,23 @@ async def run_daemon(settings: Settings) -> int:
         workers = build_workers(client, settings, acts, host)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         health.polling = True
+        metrics.RUNS_QUEUED.set_function(lambda: gate.waiting)
+
+        def on_beat(delivered: bool, status: HostStatus | None) -> None:
+            health.heartbeat_ok = delivered
+            if status is not None:
+                health.docker_ok = status.docker.reachable
+                metrics.SLOTS_USED.set(status.worker.slots_used)
+
         beating = asyncio.create_task(
-            heartbeat_loop(client, host, settings.heartbeat_seconds, stop)
+            heartbeat_loop(client, host, settings.heartbeat_seconds, stop, on_beat),
+            name="heartbeat",
         )
-        sweeping = asyncio.create_task(_sweep_after(sweeper, settings.sweep_seconds, stop))
+        sweeping = asyncio.create_task(
+            _sweep_after(sweeper, settings.sweep_seconds, stop), name="orphan sweep"
+        )
+        for loop_task in (beating, sweeping):
+            loop_task.add_done_callback(_report_unexpected_end)
         log.info(
             "polling",
             task_queue=task_queue(settings.host_id),
@@ -227,9 +244,14 @@ async def run_daemon(settings: Settings) -> int:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await docker.close()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                await health_server.cleanup()
+        await stop_health(health_servers)
+
+
+def _report_unexpected_end(task: asyncio.Task[None]) -> None:
+    """A background loop must only end at shutdown; say so loudly if one does not."""
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        log.error("a background loop stopped", loop=task.get_name(), error=describe(error))
 
 
 async def _sweep_after(sweeper: Sweeper, every: float, stop: asyncio.Event) -> None:
@@ -237,8 +259,10 @@ async def _sweep_after(sweeper: Sweeper, every: float, stop: asyncio.Event) -> N
     await sweep_loop(sweeper, every, stop)
 
 
-async def _until_connected(settings: Settings, stop: asyncio.Event) -> Client | None:
-    runtime = make_runtime()
+async def _until_connected(
+    settings: Settings, stop: asyncio.Event, sdk_metrics: str | None = None
+) -> Client | None:
+    runtime = make_runtime(sdk_metrics)
 
     async def attempt() -> Client:
         client = await connect(settings, runtime)

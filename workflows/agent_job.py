@@ -248,6 +248,8 @@ class AgentJobRun:
                     status=result["status"],
                     exit_code=result["exit_code"],
                     reason=result["reason"],
+                    started_at=result["started_at"],
+                    finished_at=result["finished_at"],
                 ),
                 interruptible=False,
                 start_to_close_timeout=timedelta(seconds=60),
