@@ -112,8 +112,15 @@ segments = st.text(NAME_CHARS, min_size=1, max_size=12).filter(lambda s: s not i
 
 
 def shown(key: str) -> str:
-    """A key path as a message shows it: each part escaped when it is not printable."""
-    return ".".join(printable_key(part) for part in key.split("."))
+    """A key path as a message shows it: its last key escaped when it is not printable (a key
+    may hold dots itself: only the blocks' names before it are a path)."""
+    parts = key.split(".")
+    depth = 2 if parts[0] == "agents" and len(parts) > 2 else 1 if len(parts) > 1 else 0
+    if parts[0] not in ("agents", "orchestrator", "registry"):
+        depth = 0
+    prefix = ".".join(parts[:depth])
+    rest = ".".join(parts[depth:])
+    return f"{prefix}.{printable_key(rest)}" if prefix else printable_key(rest)
 
 
 @st.composite

@@ -510,8 +510,10 @@ def names_a_key(message: str, raw: Any) -> bool:
 
 
 def shown(key: str) -> str:
-    """A key path as a refusal shows it: each part escaped when it is not printable."""
-    return ".".join(printable_key(part) for part in key.split("."))
+    """A key path as a refusal shows it: the key escaped when it is not printable (a key may
+    hold dots itself: only the `parameters.` prefix is a path)."""
+    prefix = "parameters." if key.startswith("parameters.") else ""
+    return prefix + printable_key(key.removeprefix(prefix))
 
 
 def nodes(value: Any) -> int:
