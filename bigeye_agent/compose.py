@@ -187,6 +187,7 @@ def render(
         docker_socket=str(socket),
         socket_gid=compose_file.socket_gid(str(socket)),
         rootless=rootless,
+        metrics_addr=env.get("BIGEYE_METRICS_ADDR") or None,
         tls=True,
         tls_server_name=server_name,
     )

@@ -85,6 +85,7 @@ class ComposeInputs:
     docker_socket: str = DOCKER_SOCKET
     socket_gid: int = 0
     rootless: bool = False  # the engine's uid 0 is an unprivileged user: the stack runs as it
+    metrics_addr: str | None = None  # HOST:PORT on the host where /metrics is published
     tls: bool = False
     tls_server_name: str | None = None
 
@@ -152,6 +153,10 @@ def render(inputs: ComposeInputs) -> str:
         proxy = compose["services"][PROXY_SERVICE]
         proxy["user"] = "0:0"  # the socket's owner in the engine's user namespace
         del proxy["group_add"]
+    if inputs.metrics_addr:  # opt-in: nothing is published otherwise
+        host, _, port = inputs.metrics_addr.rpartition(":")
+        orchestrator["environment"]["BIGEYE_METRICS_ADDR"] = f"0.0.0.0:{port}"
+        orchestrator["ports"] = [f"{host or '127.0.0.1'}:{port}:{port}"]
     if inputs.tls:
         orchestrator["environment"].update(TLS_ENV)
         if inputs.tls_server_name:

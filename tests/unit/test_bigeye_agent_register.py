@@ -874,3 +874,16 @@ def test_on_a_rootless_engine_the_stack_runs_as_the_engines_own_user(
     assert "group_add" not in stack["docker-socket-proxy"]
     key = host.path / "agent_config" / "mtls.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600, "nothing to give: the owner reads it"
+
+
+def test_metrics_are_published_only_when_asked(make_host: Any) -> None:
+    host = make_host()
+    assert host.register("datahealth=img:1") == 0
+    stack = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())["services"]
+    assert "ports" not in stack["bigeye-agent-orchestrator"]
+    assert host.run("sync", BIGEYE_METRICS_ADDR="127.0.0.1:9100") == 0
+    orchestrator = yaml.safe_load((host.path / COMPOSE_FILE_NAME).read_text())["services"][
+        "bigeye-agent-orchestrator"
+    ]
+    assert orchestrator["ports"] == ["127.0.0.1:9100:9100"]
+    assert orchestrator["environment"]["BIGEYE_METRICS_ADDR"] == "0.0.0.0:9100"
