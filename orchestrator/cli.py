@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
+from orchestrator import certificates
 from orchestrator.connection import connect, tls_config
 from orchestrator.health import split_addr
 from orchestrator.logs import configure_logging
@@ -38,9 +39,30 @@ async def check(env: Mapping[str, str] | None = None) -> list[str]:
     except SettingsError as exc:
         problems.append(str(exc))
         return problems
+    tls = tls_problems(settings)
+    problems += tls
+    if any(not line.startswith(WARNING) for line in tls):
+        return problems  # the handshake would only fail, and say less
     problems += await _reach_temporal(settings)
     problems += await _reach_docker(settings)
     return problems
+
+
+WARNING = "warning: "
+
+
+def tls_problems(settings: Settings) -> list[str]:
+    """The mTLS files: dates, key pairs, CAs (warnings start with `warning: `)."""
+    if settings.tls is None:
+        return []
+    files = settings.tls
+    account_ca = files.cert.parent / "mtls_ca.pem"
+    found = certificates.check_tls(
+        files.cert, certificates.read(files.cert), files.key, certificates.read(files.key),
+        files.ca, certificates.read(files.ca),
+        account_ca if account_ca.is_file() else None, certificates.read(account_ca),
+    )  # fmt: skip
+    return [str(p) if p.fatal else f"{WARNING}{p}" for p in found]
 
 
 async def _reach_temporal(settings: Settings) -> list[str]:
@@ -99,9 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = asyncio.run(check())
         for line in problems:
             print(line, file=sys.stderr)
-        if not problems:
-            print("ok: settings valid, Temporal and Docker reachable")
-        return 1 if problems else 0
+        fatal = [line for line in problems if not line.startswith(WARNING)]
+        if not fatal:
+            print("ok: settings and certificates valid, Temporal and Docker reachable")
+        return 1 if fatal else 0
 
     try:
         settings, _ = load_settings()
