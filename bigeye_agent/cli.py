@@ -7,13 +7,17 @@ Exit codes: 0 success, 1 failure (one line on stderr naming the problem and its 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import shtab
+
 from bigeye_agent import compose, messages
 from bigeye_agent.compose_file import ORCHESTRATOR_SERVICE
+from bigeye_agent.diagnose import diagnose
 from bigeye_agent.install import InstallOptions, install
 from bigeye_agent.logs import set_verbose
 from bigeye_agent.messages import CliError
@@ -89,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inst.add_argument("-y", "--yes", action="store_true", help="ask nothing: take the defaults")
 
+    diag = commands.add_parser(
+        "diagnose",
+        parents=[common],
+        help="report the host's state for a support ticket (no secret is ever in it)",
+        description="Host checks (Docker, Compose, the socket, bigeye_agent.yml, the agent set, "
+        "the mTLS files' modes and dates), the stack, bigeye-orchestrator check and readiness "
+        "inside it, and the orchestrator's last log events. Exit 1 when a problem is found.",
+    )
+    diag.add_argument("--json", action="store_true", help="the report as JSON")
+    comp_shell = commands.add_parser(
+        "completion", help="print a shell completion script (bash, zsh or tcsh)"
+    )
+    comp_shell.add_argument("shell", choices=("bash", "zsh", "tcsh"))
+
     comp = commands.add_parser(
         "compose",
         help="manage the Docker Compose stack (status, logs, up, down, upgrade)",
@@ -96,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "($BIGEYE_COMPOSE_PROJECT, else bigeye-agent).",
     )
     actions = comp.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("status", parents=[common], help="show the stack's containers (ps)")
+    status_cmd = actions.add_parser(
+        "status", parents=[common], help="show the stack's containers (ps)"
+    )
+    status_cmd.add_argument("--json", action="store_true", help="the state as JSON")
     logs = actions.add_parser("logs", parents=[common], help="show the stack's logs")
     logs.add_argument(
         "-s", "--service", metavar="SERVICE", help=f"one service, e.g. {ORCHESTRATOR_SERVICE}"
@@ -113,18 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
         "containers keep running and are re-adopted.",
     )
 
-    commands.add_parser(
+    sync_cmd = commands.add_parser(
         "sync",
         parents=[common, url],
         help="apply bigeye_agent.yml: re-render the stack, push the agent set, up -d",
         description="Re-render docker-compose.bigeye.yml from bigeye_agent.yml, push the agent "
         "set to Bigeye (BIGEYE_API_KEY, else a prompt) and run docker compose up -d.",
     )
+    sync_cmd.add_argument("--json", action="store_true", help="what was applied, as JSON")
     return parser
 
 
 def _dispatch(args: argparse.Namespace, env: Mapping[str, str], out: Callable[[str], None]) -> int:
-    host_dir = (args.dir or Path.cwd()).resolve()
+    host_dir = (getattr(args, "dir", None) or Path.cwd()).resolve()
     if args.command == "register":
         opts = RegisterOptions(host_dir, args.host_id, args.bigeye_url, tuple(args.agent))
         register(opts, env, out)
@@ -134,7 +156,16 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str], out: Callable[[s
         )
         install(options, env, out)
     elif args.command == "sync":
-        sync(host_dir, env, args.bigeye_url, out)
+        if args.json:
+            print(json.dumps(sync(host_dir, env, args.bigeye_url, _to_stderr), sort_keys=True))
+        else:
+            sync(host_dir, env, args.bigeye_url, out)
+    elif args.command == "diagnose":
+        return diagnose(host_dir, env, args.json, out)
+    elif args.command == "completion":
+        out(shtab.complete(build_parser(), shell=args.shell))
+    elif args.action == "status":
+        compose.status(host_dir, env, out, args.json)
     elif args.action == "logs":
         try:
             compose.logs(host_dir, env, args.service, args.follow)
@@ -143,10 +174,13 @@ def _dispatch(args: argparse.Namespace, env: Mapping[str, str], out: Callable[[s
     elif args.action == "upgrade":
         compose.upgrade(host_dir, env, out)
     else:
-        {"status": compose.status, "up": compose.up, "down": compose.down}[args.action](
-            host_dir, env
-        )
+        {"up": compose.up, "down": compose.down}[args.action](host_dir, env)
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    """What a command says while its JSON goes to stdout."""
+    sys.stderr.write(line + "\n")
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

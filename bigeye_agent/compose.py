@@ -64,8 +64,20 @@ def require_enabled(host_dir: Path) -> HostConfig:
     return config
 
 
-def status(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
+def status(
+    host_dir: Path, env: Mapping[str, str], out: Print = print, as_json: bool = False
+) -> None:
     require_enabled(host_dir)
+    if as_json:
+        done = checks.docker(compose_argv(host_dir, env, "ps", "-a", "--format", "json")[1:], env)
+        if done.returncode != 0:
+            raise CliError(
+                m.COMPOSE_FAILED, command="ps", code=done.returncode, retry="compose status"
+            )
+        state = {"project": project(env), "services": services_of(done.stdout),
+                 "long_running": persistent_projects(host_dir, env)}  # fmt: skip
+        out(json.dumps(state, indent=2, sort_keys=True))
+        return
     run(host_dir, env, ["ps"], "compose status")
     for project_, names in persistent_projects(host_dir, env).items():
         out("")
@@ -76,6 +88,19 @@ def status(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
 
 
 COMPOSE_LABEL = "com.docker.compose.project"
+
+
+def services_of(text: str) -> list[dict[str, object]]:
+    """`docker compose ps --format json` prints one object per line (older: one list)."""
+    items: list[object] = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        items += data if isinstance(data, list) else [data]
+    keep = ("Service", "Name", "State", "Health", "Image", "Status")
+    return [{k: item.get(k) for k in keep} for item in items if isinstance(item, dict)]
 
 
 def persistent_projects(host_dir: Path, env: Mapping[str, str]) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ TLS_ENV = {
     "BIGEYE_TLS_KEY": "/etc/bigeye/agent_config/mtls.key",
     "BIGEYE_TLS_CA": "/etc/bigeye/agent_config/bigeye_workflows_ca.pem",
 }
+# Images on a registry on the engine host's loopback are refused by the proxy unless this is 1
+# in the environment `register`/`sync` render the stack from (deploy/socket-proxy/README.md).
+LOOPBACK_REGISTRY_ENV = "BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY"
 _PLACEHOLDER = re.compile(r"@([a-z_]+)@")
 
 
@@ -88,6 +91,9 @@ class ComposeInputs:
     metrics_addr: str | None = None  # HOST:PORT on the host where /metrics is published
     tls: bool = False
     tls_server_name: str | None = None
+    allow_loopback_registry: bool = field(
+        default_factory=lambda: os.environ.get(LOOPBACK_REGISTRY_ENV) == "1"
+    )
 
 
 def socket_gid(socket: str = DOCKER_SOCKET) -> int:
@@ -149,10 +155,12 @@ def render(inputs: ComposeInputs) -> str:
     }
     compose = _substitute(template, values)
     orchestrator = compose["services"][ORCHESTRATOR_SERVICE]
+    proxy = compose["services"][PROXY_SERVICE]
     if inputs.rootless:
-        proxy = compose["services"][PROXY_SERVICE]
         proxy["user"] = "0:0"  # the socket's owner in the engine's user namespace
         del proxy["group_add"]
+    if inputs.allow_loopback_registry:
+        proxy["environment"][LOOPBACK_REGISTRY_ENV] = "1"
     if inputs.metrics_addr:  # opt-in: nothing is published otherwise
         host, _, port = inputs.metrics_addr.rpartition(":")
         orchestrator["environment"]["BIGEYE_METRICS_ADDR"] = f"0.0.0.0:{port}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from bigeye_agent import api, checks, compose, discovery, keys
 from orchestrator.hostconfig import CONFIG_FILE_NAME, read_yaml
@@ -32,7 +33,8 @@ def sync(
     out: Print = print,
     prompt: Callable[[str], str] = getpass.getpass,
     interactive: bool | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """What was applied (or found, on a host not registered), also for `sync --json`."""
     text, config = checks.read_host_config(host_dir)
     found = installed_set(host_dir, text)
     managed = list(config.agents)
@@ -45,9 +47,17 @@ def sync(
                 f"with bigeye-agent install {agent.agent}")  # fmt: skip
     host_id = config.orchestrator.host_id
     registered = text is not None and config.docker_compose_enabled and host_id is not None
+    summary: dict[str, Any] = {
+        "host_id": host_id,
+        "managed_agents": managed,
+        "installed_agents": installed,
+        "not_in_agent_set": [a.agent for a in found if a.managed and not a.in_agent_set],
+        "registered": registered,
+        "pushed": False,
+    }
     if not registered:
         out("this host is not registered, so nothing was pushed: run bigeye-agent register")
-        return
+        return summary
     assert host_id is not None
     url = api.base_url(bigeye_url, env, config.orchestrator.bigeye_url)
     client = api.BigeyeApi(url, api.api_key(env, prompt, interactive))
@@ -57,3 +67,5 @@ def sync(
     out(f"pushed the agent set of {host_id} to {url}")
     compose.run(host_dir, env, ["up", "-d"], "sync")
     out(f"applied: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")
+    summary.update(pushed=True, bigeye_url=url)
+    return summary

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
@@ -90,17 +91,22 @@ async def _reach_docker(settings: Settings) -> list[str]:
     return []
 
 
-def healthcheck(env: Mapping[str, str] | None = None) -> int:
+def healthcheck(env: Mapping[str, str] | None = None, show: bool = False) -> int:
     env = os.environ if env is None else env
     host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/readyz", timeout=5) as response:
-            return 0 if response.status == 200 else 1
+            body, code = response.read(), 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as exc:  # 503: not ready, and why
+        body, code = exc.read(), 1
     except OSError as exc:
         print(f"orchestrator not ready: {exc}", file=sys.stderr)
         return 1
+    if show:
+        print(body.decode("utf-8", "replace").strip())
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,11 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon (the image's entrypoint)")
     sub.add_parser("check", help="validate settings and certificates, reach Temporal and Docker")
-    sub.add_parser("healthcheck", help="exit 0 when the daemon is ready (Docker HEALTHCHECK)")
+    health = sub.add_parser(
+        "healthcheck", help="exit 0 when the daemon is ready (Docker HEALTHCHECK)"
+    )
+    health.add_argument("--show", action="store_true", help="print /readyz's answer (JSON)")
     args = parser.parse_args(argv)
 
     if args.command == "healthcheck":
-        return healthcheck()
+        return healthcheck(show=args.show)
     if args.command == "check":
         problems = asyncio.run(check())
         for line in problems:

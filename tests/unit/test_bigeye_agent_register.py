@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -286,7 +287,10 @@ def test_register_fresh_host(make_host: Any, cloud: FakeBigeye, capsys: Any) -> 
     env = compose["services"]["bigeye-agent-orchestrator"]["environment"]
     assert compose["services"]["bigeye-agent-orchestrator"]["user"] == "10001:10001"
     proxy_volumes = compose["services"]["docker-socket-proxy"]["volumes"]
-    assert proxy_volumes == [f"{host.env['DOCKER_HOST'][7:]}:/var/run/docker.sock:ro"]
+    assert proxy_volumes == [
+        f"{host.env['DOCKER_HOST'][7:]}:/var/run/docker.sock:ro",
+        f"{host.path}:/etc/bigeye:ro",  # the agent set, read-only
+    ]
     assert env["BIGEYE_TLS_SERVER_NAME"] == "host.docker.internal"
     assert env["BIGEYE_TLS_CA"] == "/etc/bigeye/agent_config/bigeye_workflows_ca.pem"
     compose_file = host.path / COMPOSE_FILE_NAME
@@ -887,3 +891,53 @@ def test_metrics_are_published_only_when_asked(make_host: Any) -> None:
     ]
     assert orchestrator["ports"] == ["127.0.0.1:9100:9100"]
     assert orchestrator["environment"]["BIGEYE_METRICS_ADDR"] == "0.0.0.0:9100"
+
+
+# ---- state as JSON, diagnose, completion -------------------------------------------------------
+
+
+def test_sync_and_status_speak_json(make_host: Any, cloud: FakeBigeye, capsys: Any) -> None:
+    host = make_host()
+    assert host.run("sync", "--json") == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["registered"] is False and summary["pushed"] is False
+    assert "nothing was pushed" in captured.err  # the words go to stderr, the JSON to stdout
+    assert host.register("datahealth=img:1") == 0
+    capsys.readouterr()
+    assert host.run("sync", "--json") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["pushed"] is True and summary["managed_agents"] == ["datahealth"]
+    assert host.run("compose", "status", "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["project"] == "bigeye-test" and state["services"] == []
+
+
+def test_diagnose_reports_without_a_secret(make_host: Any, capsys: Any) -> None:
+    host = make_host()
+    assert host.register("datahealth=img:1") == 0
+    capsys.readouterr()
+    key = (host.path / "agent_config" / "mtls.key").read_text()
+    ca_key = (host.path / "agent_config" / "mtls_ca.key").read_text()
+    for as_json in (True, False):
+        code = host.run("diagnose", *(["--json"] if as_json else []))
+        out = capsys.readouterr().out
+        secrets = [ADMIN, *key.splitlines()[1:-1], *ca_key.splitlines()[1:-1]]
+        assert not [s for s in secrets if s and s in out], "a secret in the report"
+        if as_json:
+            report = json.loads(out)
+            assert report["config"]["host_id"] == "prod-agent-01"
+            assert report["keys"]["mtls.key"]["mode"] in ("0600", "0640")
+            assert report["environment"]["BIGEYE_API_KEY"] == "set"
+            assert [a["agent"] for a in report["agents"]] == ["datahealth"]
+            assert "orchestrator_check" in report and isinstance(report["problems"], list)
+        else:
+            assert "mTLS files (modes only, never their content):" in out
+        assert code in (0, 1)
+
+
+def test_completion_scripts(capsys: Any) -> None:
+    assert main(["completion", "bash"]) == 0
+    script = capsys.readouterr().out
+    assert "bigeye-agent" in script and "register" in script and "diagnose" in script
+    assert main(["completion", "fish"]) == 2
