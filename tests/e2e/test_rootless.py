@@ -140,7 +140,8 @@ def test_the_stack_runs_on_a_rootless_engine(cloud: Cloud, rootless_engine: Any)
         assert "uid 0 of the rootless engine's user namespace" in done.stdout
         services = yaml.safe_load((path / "docker-compose.bigeye.yml").read_text())["services"]
         assert services["docker-socket-proxy"]["volumes"] == [
-            f"{engine.socket}:/var/run/docker.sock:ro"
+            f"{engine.socket}:/var/run/docker.sock:ro",
+            f"{path}:/etc/bigeye:ro",  # the agent set, read-only
         ]
         assert "docker.sock" not in str(services["bigeye-agent-orchestrator"].get("volumes"))
 
