@@ -13,7 +13,8 @@ The Docker engine decodes request bodies with Go's `encoding/json`, which differ
 - Go's decoder reads one value and Docker ignores whatever follows it. Trailing data is rejected.
 - A number with a fraction or an exponent (`1.0`, `1e3`) is not an int for Go's int64 fields, and
   an integer outside int64 overflows. Only integers within int64 are accepted: none of the bodies
-  the proxy admits has a non-integer number.
+  the proxy admits has a non-integer number. A longer digit string than int64 can hold is
+  refused before Python converts it (Python refuses to convert more than 4,300 digits).
 
 Callers re-serialise the parsed value with `canonical()` and forward only that, so the engine
 decodes exactly the document that was checked.
@@ -27,6 +28,7 @@ from typing import Any, Final, NoReturn
 
 INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
+MAX_INTEGER_DIGITS: Final = len(str(INT64_MAX))  # 19
 MAX_DEPTH: Final = 32
 _JSON_WS: Final = " \t\n\r"
 _INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -53,6 +55,8 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _integer(text: str) -> int:
+    if len(text.removeprefix("-")) > MAX_INTEGER_DIGITS:
+        _reject(f"integer of {len(text)} characters does not fit in 64 bits")
     if _INTEGER.fullmatch(text) is None:
         _reject(f"number {text!r} is not a plain integer")
     value = int(text)
@@ -62,7 +66,8 @@ def _integer(text: str) -> int:
 
 
 def _no_float(text: str) -> NoReturn:
-    _reject(f"number {text} is not an integer (fractions and exponents are not accepted)")
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    _reject(f"number {shown} is not an integer (fractions and exponents are not accepted)")
 
 
 def _no_constant(text: str) -> NoReturn:
@@ -118,6 +123,8 @@ def loads(data: bytes) -> Any:
         _reject(f"invalid JSON: {exc.msg} at offset {exc.pos}")
     except RecursionError:
         _reject(f"nested deeper than {MAX_DEPTH} levels")
+    except (ValueError, OverflowError, MemoryError) as exc:  # never an unread body let through
+        _reject(f"cannot read the body ({type(exc).__name__})")
     if text[end:].strip(_JSON_WS):
         _reject(f"trailing data after the JSON value at offset {end}")
     _walk(value, 0)

@@ -86,3 +86,21 @@ def test_canonical_is_ascii_compact_and_round_trips():
     out = canonical(value)
     assert out == b'{"b":"\\u00e9\\u2028","a":[1,{"c":null}]}'
     assert loads_object(out) == value
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "9" * 19,
+        "-" + "9" * 19,
+        "1" + "0" * 19,
+        "0" * 20,
+        "9" * 5000,  # Python itself refuses to convert more than 4,300 digits
+        "-" + "9" * 5000,
+        "1." + "5" * 5000,
+        "1e" + "9" * 5000,
+    ],
+)
+def test_numbers_beyond_int64_are_rejected_never_an_error(number):
+    with pytest.raises(JSONRejected):
+        loads_object(f'{{"Memory": {number}}}'.encode())
