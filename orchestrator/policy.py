@@ -1,8 +1,9 @@
 """The container policy: an allowlist of what a job container may be.
 
-`structural_violations` is the part the socket proxy enforces again on every create body (it
-knows the host id and host directory, not the agent set); `agent_violations` adds what only
-the orchestrator knows: the image, env and limits of the installed agent.
+`structural_violations` is the part both the orchestrator and the socket proxy enforce on every
+create body (host id, host directory, keys, privileges, namespaces). The socket proxy adds
+`label_set_violations` (exactly the orchestrator's own labels) and its checks against the agent
+set (socketproxy/agentset.py).
 
 Pure functions over the Docker Engine API create body: no I/O, no Docker client.
 """
@@ -21,6 +22,7 @@ from orchestrator.contract import (
     LABEL_HOST_ID,
     LABEL_JOB_ID,
     LABEL_MANAGED,
+    LABEL_PREFIX,
     LABEL_RUN_ID,
     LABEL_VERSION,
     LABEL_WORKFLOW_ID,
@@ -52,6 +54,7 @@ REQUIRED_LABELS: Final = (
     LABEL_WORKFLOW_RUN_ID,
     LABEL_VERSION,
 )
+LABEL_NAMESPACE: Final = f"{LABEL_PREFIX}."
 LOG_OPTION_KEYS: Final = frozenset({"max-size", "max-file"})
 _ENV_ITEM = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
@@ -70,6 +73,27 @@ def bind_source_allowed(source: str, host_dir: str) -> bool:
         return False
     root = posixpath.normpath(host_dir)
     return source.startswith(root.rstrip("/") + "/")
+
+
+def label_set_violations(labels: Mapping[str, Any]) -> list[str]:
+    """Labels must be exactly the orchestrator's own (`REQUIRED_LABELS`), nothing else.
+
+    A label outside the `com.bigeye.orchestrator.` namespace could make a job container pass for
+    something it is not: a service of another Compose project (`com.docker.compose.*`) or a route
+    of a reverse proxy that reads labels (`traefik.*`).
+    """
+    problems: list[str] = []
+    extra = sorted(key for key in labels if key not in REQUIRED_LABELS)
+    for key in extra[:3]:
+        shown = key if len(key) <= 80 else key[:77] + "..."
+        if not key.startswith(LABEL_NAMESPACE):
+            problems.append(f"label {shown!r} is not allowed: only {LABEL_NAMESPACE}* labels")
+        else:
+            problems.append(f"label {shown!r} is not one the orchestrator sets")
+    if len(extra) > 3:
+        problems.append(f"and {len(extra) - 3} more labels that are not allowed")
+    problems += [f"label {key} is required" for key in REQUIRED_LABELS if key not in labels]
+    return problems
 
 
 def structural_violations(

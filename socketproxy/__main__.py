@@ -22,6 +22,11 @@ async def serve(config: ProxyConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if config.allow_loopback_registry:
+        log.warning(
+            "images on registries on the engine host's loopback are allowed "
+            "(BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY=1)"
+        )
     try:
         runner, proxy, port = await start(config)
     except OSError as exc:
@@ -37,6 +42,9 @@ async def serve(config: ProxyConfig) -> int:
         socket=config.socket_path,
         host_id=config.host_id,
         host_dir=config.host_dir,
+        agent_config=config.agent_config,
+        max_connections=config.max_connections,
+        allow_loopback_registry=config.allow_loopback_registry,
     )
     await stop.wait()
     log.info("stopping")

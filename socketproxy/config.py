@@ -1,5 +1,6 @@
-"""The proxy's inputs: two variables that say whose containers these are, plus where to
-listen and where the engine's socket is. Every problem is one line for the operator."""
+"""The proxy's inputs: two variables that say whose containers these are, where
+`bigeye_agent.yml` is (the agent set), where to listen and where the engine's socket is. Every
+problem is one line for the operator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from orchestrator.contract import is_valid_host_id
 
 DEFAULT_SOCKET: Final = "/var/run/docker.sock"
 DEFAULT_LISTEN: Final = "0.0.0.0:2375"
+DEFAULT_AGENT_CONFIG: Final = "/etc/bigeye/bigeye_agent.yml"
+DEFAULT_MAX_CONNECTIONS: Final = 64
 # A host directory at or above one of these would let a "config" bind reach them.
 SYSTEM_DIRS: Final = (
     "/bin",
@@ -41,6 +44,15 @@ class ProxyConfig:
     socket_path: str = DEFAULT_SOCKET
     listen_host: str = "0.0.0.0"
     listen_port: int = 2375
+    # bigeye_agent.yml as the proxy sees it: its directory is the host directory, mounted
+    agent_config: str = DEFAULT_AGENT_CONFIG
+    allow_loopback_registry: bool = False
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    @property
+    def mounted_host_dir(self) -> str:
+        """Where the proxy sees `host_dir` (the directory holding `bigeye_agent.yml`)."""
+        return posixpath.dirname(self.agent_config)
 
 
 def host_dir_problem(host_dir: str) -> str | None:
@@ -86,4 +98,26 @@ def from_env(env: Mapping[str, str]) -> ProxyConfig:
     if not socket_path.startswith("/"):
         raise ConfigError(f"BIGEYE_DOCKER_SOCKET={socket_path!r} must be an absolute path")
     listen_host, listen_port = parse_listen(env.get("BIGEYE_PROXY_LISTEN") or DEFAULT_LISTEN)
-    return ProxyConfig(host_id, host_dir, socket_path, listen_host, listen_port)
+    agent_config = env.get("BIGEYE_AGENT_CONFIG") or DEFAULT_AGENT_CONFIG
+    if not agent_config.startswith("/") or posixpath.normpath(agent_config) != agent_config:
+        raise ConfigError(
+            f"BIGEYE_AGENT_CONFIG={agent_config[:200]!r} must be an absolute, normalised path"
+        )
+    loopback = env.get("BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY", "")
+    if loopback not in ("", "0", "1"):
+        raise ConfigError(f"BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY={loopback[:20]!r}: use 1 or 0")
+    connections = env.get("BIGEYE_PROXY_MAX_CONNECTIONS") or str(DEFAULT_MAX_CONNECTIONS)
+    if not connections.isdigit() or not 1 <= int(connections) <= 4096:
+        raise ConfigError(
+            f"BIGEYE_PROXY_MAX_CONNECTIONS={connections[:20]!r}: a number from 1 to 4096"
+        )
+    return ProxyConfig(
+        host_id,
+        host_dir,
+        socket_path,
+        listen_host,
+        listen_port,
+        agent_config,
+        loopback == "1",
+        int(connections),
+    )

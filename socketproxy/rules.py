@@ -2,11 +2,15 @@
 
 `decide` admits exactly the Docker Engine API calls of design §6 and answers every other
 request with a `Deny`. An admitted request becomes a `Forward`, which holds everything the
-server sends upstream — method, path, query, body and headers are all rebuilt from what was
-checked, nothing of the client's request is passed on verbatim except `X-Registry-Auth` on a
-pull. A `Forward` with a `target` still needs the target container's labels checked
+server sends upstream — method, API version, path, query, body and headers are all rebuilt from
+what was checked, nothing of the client's request is passed on verbatim except `X-Registry-Auth`
+on a pull. A `Forward` with a `target` still needs the target container's labels checked
 (`target_violation`) against an inspect the server makes itself; the server then forwards to
-the container's full id, never to the name the client gave.
+the container's full id, never to the name the client gave. A `Forward` with a `bind_source`
+still needs that directory checked on disk (the server does it through its read-only mount).
+
+The `Policy` holds what the proxy knows: its host id and directory, the agent set read from
+`bigeye_agent.yml`, and the one API version every request is forwarded under.
 """
 
 from __future__ import annotations
@@ -14,16 +18,34 @@ from __future__ import annotations
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from orchestrator.contract import CONTAINER_NAME_PATTERN, JOB_NETWORK, LABEL_HOST_ID, LABEL_MANAGED
+from orchestrator.contract import (
+    CONTAINER_NAME_PATTERN,
+    JOB_NETWORK,
+    LABEL_AGENT,
+    LABEL_HOST_ID,
+    LABEL_MANAGED,
+)
 from orchestrator.policy import structural_violations
-from socketproxy import jsonstrict
+from socketproxy import jsonstrict, references
+from socketproxy.agentset import AgentSet, create_violations
 
 MAX_BODY_BYTES: Final = 1024 * 1024
-MIN_API_VERSION: Final = (1, 24)  # older versions read a HostConfig from a start body
+# The API versions the proxy forwards under: from Docker 20.10 (the oldest engine the stack
+# supports) to the newest whose reference the admitted calls and fields were checked against.
+# A client asking for an older version is refused; every request goes upstream under one
+# version fixed at start-up (the engine's own, capped at MAX_API_VERSION).
+MIN_API_VERSION: Final = (1, 41)
+MAX_API_VERSION: Final = (1, 45)
 MAX_REGISTRY_AUTH_BYTES: Final = 16 * 1024
+# Container list filters: the label filter only (the proxy adds this host's two labels). Any
+# other filter (before, since, id, name, ancestor, volume, network, ...) answers questions about
+# containers that are not this host's.
+LIST_FILTERS: Final = frozenset({"label"})
+# A network inspect lists every container attached to the network, this host's or not.
+NETWORK_INSPECT_HIDDEN: Final = ("Containers", "Services", "Peers")
 
 METHOD_OVERRIDE_HEADERS: Final = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override"}
@@ -39,9 +61,8 @@ _QUERY_CHARS = re.compile(r"[A-Za-z0-9._~%&=+:/@,-]*")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Docker image references: [domain[:port]/]path[:tag][@digest], or an image id.
-_IMAGE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]{0,511}")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}")
-_PLATFORM = re.compile(r"[a-z0-9_]{1,32}(?:/[a-z0-9_.-]{1,32}){0,2}")
+_IMAGE_REF = re.compile(r"[A-Za-z0-9\[][A-Za-z0-9._:/@\[\]-]{0,511}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _BOOL = re.compile(r"0|1|true|false")
 _SECONDS = re.compile(r"[0-9]{1,6}")
 _LIMIT = re.compile(r"-?[0-9]{1,6}")
@@ -55,10 +76,16 @@ Query = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class Policy:
-    """What the proxy knows: its host's id and the host directory binds must stay inside."""
+    """What the proxy knows: its host's id, the host directory, the agent set, the API version."""
 
     host_id: str
     host_dir: str
+    agents: AgentSet = field(default_factory=AgentSet)
+    api_version: tuple[int, int] = MIN_API_VERSION
+
+    @property
+    def version_prefix(self) -> str:
+        return f"/v{self.api_version[0]}.{self.api_version[1]}"
 
 
 @dataclass(frozen=True)
@@ -72,20 +99,22 @@ class ProxyRequest:
 @dataclass(frozen=True)
 class Deny:
     reason: str
-    status: int = 403
+    status: int = 403  # 400 for a malformed body or query: what cannot be read is not judged
 
 
 @dataclass(frozen=True)
 class Forward:
     route: str
     method: str
-    version: str  # "" or e.g. "/v1.41"
+    version: str  # the proxy's own, e.g. "/v1.41": never the client's
     path: str  # the path after the version; for a target, the part after the container ref
     query: Query = ()
     body: bytes | None = None
     headers: tuple[tuple[str, str], ...] = ()
     target: str | None = None  # a container ref whose labels must be checked first
     target_suffix: str = ""
+    bind_source: str | None = None  # a host directory that must exist (checked by the server)
+    hide_keys: tuple[str, ...] = ()  # top-level keys removed from a JSON answer
 
     def upstream_target(self, container_id: str | None = None) -> str:
         """The request target sent to the engine; a checked container is named by its id."""
@@ -165,7 +194,8 @@ def _split_target(target: str) -> tuple[str, str, str] | Deny:
     if match is not None:
         if (int(match[1]), int(match[2])) < MIN_API_VERSION:
             return Deny(
-                f"API version below v{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]} is not allowed"
+                f"API version below v{MIN_API_VERSION[0]}.{MIN_API_VERSION[1]} is not allowed "
+                "(the proxy forwards every request under its own version)"
             )
         version = f"/v{int(match[1])}.{int(match[2])}"
         if path[: len(version) + 1] != version + "/":
@@ -264,36 +294,60 @@ def _json_body(req: _Parsed) -> dict[str, Any] | Deny:
     try:
         return jsonstrict.loads_object(req.body)
     except jsonstrict.JSONRejected as exc:
-        return Deny(f"body rejected: {exc}")
+        return Deny(f"body rejected: {exc}", 400)
 
 
-def _image_create(req: _Parsed) -> Decision:
+def _agent_image(ref: references.ImageRef, policy: Policy, what: str) -> Deny | None:
+    rule = policy.agents.image_allowed(ref)
+    if rule is None:
+        return Deny(
+            f"{what} {str(ref)[:200]} is not the image of an agent of this host "
+            f"(agent set: {policy.agents.describe()})"
+        )
+    if rule.refused is not None:
+        return Deny(rule.refused)
+    return None
+
+
+def _image_create(req: _Parsed, policy: Policy) -> Decision:
     problem = _params(
         req,
-        {
-            "fromImage": _pattern(_IMAGE_REF),
-            "tag": _pattern(_TAG),
-            "platform": _pattern(_PLATFORM),
-        },
+        {"fromImage": _pattern(_IMAGE_REF), "tag": _pattern(_TAG)},
         required=("fromImage",),
     ) or _no_body(req)
     if problem is not None:
         return problem
-    if "//" in req.query["fromImage"] or ".." in req.query["fromImage"]:
-        return Deny("fromImage is not an image reference")
+    ref = references.pull_reference(req.query["fromImage"], req.query.get("tag"))
+    if isinstance(ref, str):
+        return Deny(ref)
+    problem = _agent_image(ref, policy, "pull of")
+    if problem is not None:
+        return problem
+    # The reference is sent as the proxy read it: the engine pulls exactly what was checked.
+    if ref.digest is not None:
+        query: Query = (("fromImage", str(ref)),)
+    else:
+        query = (("fromImage", ref.name), ("tag", ref.tag or "latest"))
     headers: tuple[tuple[str, str], ...] = ()
     if req.registry_auth is not None:
         headers = (("X-Registry-Auth", req.registry_auth),)
-    return Forward(
-        "image.pull", req.method, req.version, req.path, tuple(req.query.items()), None, headers
-    )
+    return Forward("image.pull", req.method, req.version, req.path, query, None, headers)
 
 
-def _image_inspect(req: _Parsed) -> Decision:
-    ref = req.path[len("/images/") : -len("/json")]
-    if _IMAGE_REF.fullmatch(ref) is None or ".." in ref:
-        return Deny("not an image reference")
-    return _simple(req, "image.inspect")
+def _image_inspect(req: _Parsed, policy: Policy) -> Decision:
+    text = req.path[len("/images/") : -len("/json")]
+    ref = references.parse(text) if _IMAGE_REF.fullmatch(text) else None
+    if ref is None:
+        return Deny("not an image reference the proxy can check (image ids are not inspected)")
+    problem = _agent_image(ref, policy, "image")
+    if problem is not None:
+        return problem
+    problem = _params(req, {}) or _no_body(req)
+    if problem is not None:
+        return problem
+    # Named in full (domain, path and tag): the engine never falls back to an id prefix.
+    path = f"/images/{ref.defaulted()}/json"
+    return Forward("image.inspect", req.method, req.version, path)
 
 
 def _network_create(req: _Parsed) -> Decision:
@@ -333,9 +387,14 @@ def _own_label_filters(raw: str | None, host_id: str) -> str | Deny:
         try:
             filters = jsonstrict.loads_object(raw.encode())
         except jsonstrict.JSONRejected as exc:
-            return Deny(f"filters rejected: {exc}")
+            return Deny(f"filters rejected: {exc}", 400)
     merged: dict[str, dict[str, bool]] = {}
     for key, value in filters.items():
+        if key not in LIST_FILTERS:
+            return Deny(
+                f"filter {key[:64]!r} is not allowed: a list is filtered by label only "
+                "(this host's containers)"
+            )
         if isinstance(value, list) and all(isinstance(item, str) for item in value):
             merged[key] = dict.fromkeys(value, True)
         elif isinstance(value, dict) and all(item is True for item in value.values()):
@@ -374,18 +433,23 @@ def _container_create(req: _Parsed, policy: Policy) -> Decision:
     body = _json_body(req)
     if isinstance(body, Deny):
         return body
+    name = req.query["name"]
     problems = structural_violations(
-        body, host_id=policy.host_id, host_dir=policy.host_dir, name=req.query["name"]
+        body, host_id=policy.host_id, host_dir=policy.host_dir, name=name
     )
+    if not problems:
+        problems = create_violations(body, name=name, agents=policy.agents)
     if problems:
         return Deny("container create: " + "; ".join(problems))
+    agent = policy.agents.agents[body["Labels"][LABEL_AGENT]]
     return Forward(
         "container.create",
         req.method,
         req.version,
         req.path,
-        (("name", req.query["name"]),),
+        (("name", name),),
         jsonstrict.canonical(body),
+        bind_source=agent.bind_source,
     )
 
 
@@ -448,16 +512,19 @@ def _route(req: _Parsed, policy: Policy) -> Decision:
     if path == "/version" and method == "GET":
         return _simple(req, "version")
     if path == "/images/create" and method == "POST":
-        return _image_create(req)
+        return _image_create(req, policy)
     if (
         path.startswith("/images/")
         and path.endswith("/json")
         and len(path) > len("/images//json")
         and method == "GET"
     ):
-        return _image_inspect(req)
+        return _image_inspect(req, policy)
     if path == f"/networks/{JOB_NETWORK}" and method == "GET":
-        return _simple(req, "network.inspect")
+        inspect = _simple(req, "network.inspect")
+        if isinstance(inspect, Deny):
+            return inspect
+        return replace(inspect, hide_keys=NETWORK_INSPECT_HIDDEN)
     if path == "/networks/create" and method == "POST":
         return _network_create(req)
     if path == "/containers/json" and method == "GET":
@@ -480,7 +547,7 @@ def decide(request: ProxyRequest, policy: Policy) -> Decision:
     split = _split_target(request.target)
     if isinstance(split, Deny):
         return split
-    version, path, raw_query = split
+    _, path, raw_query = split
     query = _parse_query(raw_query)
     if isinstance(query, Deny):
         return query
@@ -505,7 +572,9 @@ def decide(request: ProxyRequest, policy: Policy) -> Decision:
     ):
         return Deny("X-Registry-Auth must be base64")
 
-    parsed = _Parsed(method, version, path, query, request.body, content_type, registry_auth)
+    parsed = _Parsed(
+        method, policy.version_prefix, path, query, request.body, content_type, registry_auth
+    )
     return _route(parsed, policy)
 
 

@@ -1,8 +1,11 @@
 """The socket proxy in front of the real Docker engine: what it admits works, what it denies
 never reaches the engine and changes nothing.
 
-The proxy runs in-process on a loopback port; the orchestrator's own Docker code
-(`activities.*`) talks to it through aiodocker exactly as it does in the compose stack.
+The proxy runs in-process on a loopback port, reading a `bigeye_agent.yml` the test writes (its
+directory stands for the host directory, as the compose file's mount does); the orchestrator's
+own Docker code (`activities.*`) talks to it through aiodocker exactly as it does in the
+compose stack. Pulls use a registry on 127.0.0.1 (tests/registry.py), which the proxy refuses
+unless it is started with `allow_loopback_registry`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +24,7 @@ from typing import Any
 import aiodocker
 import aiohttp
 import pytest
+import yaml
 
 from activities import containers
 from activities.images import Puller, inspect_image
@@ -32,13 +38,24 @@ from orchestrator.contract import (
 from orchestrator.hostconfig import HostConfig
 from orchestrator.version import VERSION
 from socketproxy.config import ProxyConfig
-from socketproxy.server import start
+from socketproxy.server import BODY_TIMEOUT, HEAD_TIMEOUT, Proxy, start
 from tests.bodies import plan_for
+from tests.registry import TestRegistry, remove_local_image
+from tests.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
 DEMO_IMAGE = "bigeye-demo-agent:dev"
+PROXY_IMAGE = "bigeyedata/agent-docker-socket-proxy:dev"
 SOCKET = "/var/run/docker.sock"
+AGENTS: dict[str, dict[str, Any]] = {"datahealth": {"image": DEMO_IMAGE, "memory": "64m"}}
+
+
+def write_agent_set(host_dir: Path, agents: dict[str, dict[str, Any]]) -> None:
+    """bigeye_agent.yml replaced atomically, as `bigeye-agent sync` does."""
+    tmp = host_dir / ".bigeye_agent.yml.tmp"
+    tmp.write_text(yaml.safe_dump({"docker_compose_enabled": True, "agents": agents}))
+    os.replace(tmp, host_dir / "bigeye_agent.yml")
 
 
 async def log_lines(
@@ -61,21 +78,33 @@ class Live:
     http: aiohttp.ClientSession  # raw HTTP to the proxy
     via_proxy: aiodocker.Docker  # the orchestrator's client, pointed at the proxy
     engine: aiodocker.Docker  # the real socket, for setting up and checking
+    proxy: Proxy
     foreign: list[str] = field(default_factory=list)  # containers made directly, to remove
     runs: int = 0
+    agents: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(AGENTS))
 
-    def plan_and_body(self, env: dict[str, str] | None = None) -> tuple[str, str, dict[str, Any]]:
-        """(container name, run id, the orchestrator's create body) for a new datahealth run."""
+    def set_agents(self, agents: dict[str, dict[str, Any]]) -> None:
+        self.agents = agents
+        write_agent_set(self.host_dir, agents)
+
+    def plan_and_body(
+        self, env: dict[str, str] | None = None, agent: str = "datahealth"
+    ) -> tuple[str, str, dict[str, Any]]:
+        """(container name, run id, the orchestrator's create body) for a new run."""
         self.runs += 1
         run_id = f"r{self.runs}-{uuid.uuid4().hex[:6]}"
-        host = HostConfig.model_validate(
-            {"agents": {"datahealth": {"image": DEMO_IMAGE, "env": env or {}, "memory": "64m"}}}
-        )
+        entry = {**self.agents[agent], "env": env or {}}  # env is the orchestrator's check
+        host = HostConfig.model_validate({"agents": {agent: entry}})
+        parameters = {
+            "datahealth": {"file_name": "checks.yml"},
+            "lineage_plus": {"connectors": ["snowflake"]},
+            "external_monitors": {"connector": "dbt"},
+        }[agent]
         request = {
             "job_id": self.host_id,
             "run_id": run_id,
-            "agent": "datahealth",
-            "parameters": {"file_name": "checks.yml"},
+            "agent": agent,
+            "parameters": parameters,
         }
         plan = plan_for(host, request, host_id=self.host_id, host_dir=str(self.host_dir),
                         version=VERSION)  # fmt: skip
@@ -118,6 +147,16 @@ async def _network_exists(engine: aiodocker.Docker) -> bool:
         raise
 
 
+def proxy_config(host_id: str, host_dir: Path, **changes: Any) -> ProxyConfig:
+    return ProxyConfig(
+        host_id=host_id,
+        host_dir=str(host_dir),
+        socket_path=SOCKET,
+        agent_config=str(host_dir / "bigeye_agent.yml"),
+        **changes,
+    )
+
+
 @pytest.fixture
 async def live(docker_engine: None, tmp_path: Path) -> AsyncIterator[Live]:
     host_id = f"proxytest-{uuid.uuid4().hex[:10]}"
@@ -125,7 +164,8 @@ async def live(docker_engine: None, tmp_path: Path) -> AsyncIterator[Live]:
     config_dir = host_dir / "agent_config" / "datahealth"
     config_dir.mkdir(parents=True)
     (config_dir / "connection.yml").write_text("agent: datahealth\n")
-    config = ProxyConfig(host_id=host_id, host_dir=str(host_dir), socket_path=SOCKET)
+    write_agent_set(host_dir, AGENTS)
+    config = proxy_config(host_id, host_dir, allow_loopback_registry=True)
     runner, proxy, port = await start(config, "127.0.0.1", 0)
     engine = aiodocker.Docker(url=f"unix://{SOCKET}")
     network_existed = await _network_exists(engine)
@@ -133,7 +173,7 @@ async def live(docker_engine: None, tmp_path: Path) -> AsyncIterator[Live]:
         base_url=f"http://127.0.0.1:{port}", timeout=aiohttp.ClientTimeout(total=120)
     )
     via_proxy = aiodocker.Docker(url=f"tcp://127.0.0.1:{port}")
-    state = Live(host_id, host_dir, port, http, via_proxy, engine)
+    state = Live(host_id, host_dir, port, http, via_proxy, engine, proxy)
     try:
         yield state
     finally:
@@ -158,9 +198,9 @@ async def _json(response: aiohttp.ClientResponse) -> Any:
     return json.loads(await response.read())
 
 
-async def _denied(response: aiohttp.ClientResponse) -> str:
+async def _denied(response: aiohttp.ClientResponse, status: int = 403) -> str:
     body = await _json(response)
-    assert response.status == 403, (response.status, body)
+    assert response.status == status, (response.status, body)
     assert response.headers["Content-Type"] == "application/json"
     assert body["message"].startswith("docker-socket-proxy: "), body
     return str(body["message"])
@@ -292,7 +332,7 @@ async def test_denied_creates_create_nothing(live: Live):
         data=merged,
         headers={"Content-Type": "application/json"},
     ) as response:
-        assert "duplicate key" in await _denied(response)
+        assert "duplicate key" in await _denied(response, 400)
     assert await live.state(name) is None
 
 
@@ -401,18 +441,178 @@ async def test_forbidden_calls_are_denied_and_change_nothing(live: Live):
         await live.engine.networks.get("proxytest-net")
 
 
-async def test_a_pull_is_forwarded_to_the_engine(live: Live):
-    # Nothing listens on port 1: the engine's error (not the proxy's 403) proves it went through.
+async def test_a_pull_of_an_agents_image_is_forwarded_to_the_engine(live: Live):
+    with TestRegistry() as registry:
+        digest = registry.add_image(DEMO_IMAGE, "proxytest/agent", "t1")
+        image = f"{registry.address}/proxytest/agent:t1"
+        pinned = f"{registry.address}/proxytest/agent@{digest}"
+        live.set_agents({"datahealth": {"image": image}, "lineage_plus": {"image": pinned}})
+        try:
+            pulled = await Puller(live.via_proxy).ensure(image, None, lambda _: None)
+            assert pulled.image_id.startswith("sha256:")
+            # By digest: only because an agent's image is that digest.
+            await Puller(live.via_proxy).ensure(pinned, None, lambda _: None)
+            other_tag = registry.add_image(DEMO_IMAGE, "proxytest/agent", "t2")
+            assert other_tag == digest
+            before = len(registry.requests)
+            for params in (
+                {"fromImage": f"{registry.address}/proxytest/agent", "tag": "t2"},
+                {"fromImage": f"{registry.address}/proxytest/agent"},  # every tag
+                {"fromImage": f"{registry.address}/proxytest/other", "tag": "t1"},
+                {"fromImage": f"{registry.address}/proxytest/agent", "tag": "sha256:" + "0" * 64},
+            ):
+                async with live.http.post("/v1.41/images/create", params=params) as response:
+                    await _denied(response)
+            assert len(registry.requests) == before  # nothing reached the registry
+            assert (
+                await inspect_image(live.engine, f"{registry.address}/proxytest/agent:t2") is None
+            )
+        finally:
+            for ref in (image, pinned, f"{registry.address}/proxytest/agent:t2"):
+                remove_local_image(ref)
+
+
+async def test_a_loopback_registry_is_refused_unless_allowed(live: Live, tmp_path: Path):
+    with TestRegistry() as registry:
+        registry.add_image(DEMO_IMAGE, "proxytest/agent", "t1")
+        image = f"{registry.address}/proxytest/agent:t1"
+        live.set_agents({"datahealth": {"image": image}})
+        strict = proxy_config(live.host_id, live.host_dir)  # no allow_loopback_registry
+        runner, proxy, port = await start(strict, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+                params = {"fromImage": f"{registry.address}/proxytest/agent", "tag": "t1"}
+                async with http.post("/v1.41/images/create", params=params) as response:
+                    why = await _denied(response)
+                assert "loopback" in why and "BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY=1" in why
+            assert registry.requests == []
+            assert await inspect_image(live.engine, image) is None
+        finally:
+            await runner.cleanup()
+            await proxy.close()
+
+
+async def test_only_the_agents_images_are_pulled_or_inspected(live: Live):
+    others = ("alpine:latest", "bigeye-demo-agent:latest", "127.0.0.1:1/proxytest/nothing:x")
+    present = {ref: await inspect_image(live.engine, ref) for ref in others}
+    # Local images that are not an agent's: an inspect would show their Env.
+    for name in (PROXY_IMAGE, "bigeyedata/agent-orchestrator:dev", "sha256:" + "0" * 64):
+        async with live.http.get(f"/v1.41/images/{name}/json") as response:
+            await _denied(response)
+    for ref in others:
+        repository, _, tag = ref.rpartition(":")
+        params = {"fromImage": repository, "tag": tag}
+        async with live.http.post("/v1.41/images/create", params=params) as response:
+            await _denied(response)
+    assert {ref: await inspect_image(live.engine, ref) for ref in others} == present
+    info = await inspect_image(live.via_proxy, DEMO_IMAGE)  # the agent's image: fine
+    assert info is not None and info.image_id.startswith("sha256:")
+
+
+async def test_the_agent_set_is_re_read_when_the_file_changes(live: Live):
+    async def inspect_status(image: str) -> int:
+        async with live.http.get(f"/v1.41/images/{image}/json") as response:
+            await response.read()
+            return response.status
+
+    assert await inspect_status(DEMO_IMAGE) == 200
+    live.set_agents({"datahealth": {"image": PROXY_IMAGE}})
+    await async_wait_for(lambda: _status_is(inspect_status, DEMO_IMAGE, 403), 5, "the new set")
+    assert await inspect_status(PROXY_IMAGE) == 200
+    # A broken file keeps the last good agent set.
+    (live.host_dir / "bigeye_agent.yml").write_text("agents: {datahealth: {image: [broken\n")
+    await asyncio.sleep(1.2)
+    assert await inspect_status(PROXY_IMAGE) == 200
+    assert await inspect_status(DEMO_IMAGE) == 403
+    live.set_agents(AGENTS)
+    await async_wait_for(lambda: _status_is(inspect_status, DEMO_IMAGE, 200), 5, "the old set")
+
+
+async def _status_is(probe: Any, image: str, status: int) -> bool:
+    return bool(await probe(image) == status)
+
+
+async def test_creates_are_held_to_the_agents_entry_and_change_nothing(live: Live):
+    await ensure_job_network(live.via_proxy)
+    live.set_agents({**AGENTS, "lineage_plus": {"image": DEMO_IMAGE, "memory": "64m"}})
+    name, _, body = live.plan_and_body()
+    hc = body["HostConfig"]
+    missing_dir = live.host_dir / "agent_config" / "lineage_plus"
+    lp_name, _, lp_body = live.plan_and_body(agent="lineage_plus")
+    bad: dict[str, tuple[str, dict[str, Any]]] = {
+        "compose label": (name, {**body, "Labels": {**body["Labels"],
+                                                    "com.docker.compose.project": "x"}}),
+        "traefik label": (name, {**body, "Labels": {**body["Labels"], "traefik.enable": "true"}}),
+        "agent_config": (name, {**body, "HostConfig": {
+            **hc, "Binds": [f"{live.host_dir}/agent_config:/app/config:ro"]}}),
+        "mtls.key": (name, {**body, "HostConfig": {
+            **hc, "Binds": [f"{live.host_dir}/agent_config/mtls.key:/app/config:ro"]}}),
+        "memory": (name, {**body, "HostConfig": {**hc, "Memory": 2**40, "MemorySwap": 2**40}}),
+        "log size": (name, {**body, "HostConfig": {**hc, "LogConfig": {
+            "Type": "json-file", "Config": {"max-size": "100g", "max-file": "3"}}}}),
+        "other image": (name, {**body, "Image": PROXY_IMAGE}),
+        "missing config dir": (lp_name, lp_body),
+    }  # fmt: skip
+    (live.host_dir / "agent_config" / "mtls.key").write_text("secret")
+    for label, (container, payload) in bad.items():
+        async with live.http.post(
+            "/v1.41/containers/create", params={"name": container}, json=payload
+        ) as response:
+            why = await _denied(response)
+        assert await live.state(container) is None, label
+        if label == "missing config dir":
+            assert "does not exist" in why
+    assert not missing_dir.exists()  # the engine did not create it (as root)
+    missing_dir.mkdir()
     async with live.http.post(
-        "/v1.41/images/create",
-        params={"fromImage": "127.0.0.1:1/proxytest/nothing", "tag": "x"},
-        headers={"X-Registry-Auth": "e30="},
+        "/v1.41/containers/create", params={"name": lp_name}, json=lp_body
     ) as response:
-        text = await response.text()
-        assert response.status != 403, text
-        assert "docker-socket-proxy" not in text
-        assert "127.0.0.1:1" in text
-    assert await inspect_image(live.via_proxy, "127.0.0.1:1/proxytest/nothing:x") is None
+        assert response.status == 201, await response.text()
+
+
+async def test_every_request_goes_upstream_under_the_proxys_api_version(live: Live):
+    engine_version = (await live.engine.version())["ApiVersion"]
+    fixed = live.proxy.api_version
+    assert fixed is not None and f"{fixed[0]}.{fixed[1]}" <= engine_version
+    major, minor = (int(part) for part in engine_version.split("."))
+    newer = f"/v{major}.{minor + 1}"
+    # The engine itself refuses a version newer than its own...
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=SOCKET)) as direct:
+        async with direct.get(f"http://docker{newer}/version") as response:
+            assert response.status == 400, await response.text()
+    # ...through the proxy the client's version is never the one sent upstream.
+    async with live.http.get(f"{newer}/version") as response:
+        assert response.status == 200
+    await ensure_job_network(live.via_proxy)
+    name, _, body = live.plan_and_body()
+    async with live.http.post(
+        f"{newer}/containers/create", params={"name": name}, json=body
+    ) as response:
+        assert response.status == 201, await response.text()
+    name, _, body = live.plan_and_body()
+    for old in ("/v1.24", "/v1.40"):
+        async with live.http.get(f"{old}/_ping") as response:
+            assert "API version below" in await _denied(response)
+        async with live.http.post(
+            f"{old}/containers/create", params={"name": name}, json=body
+        ) as response:
+            await _denied(response)
+    assert await live.state(name) is None
+
+
+async def test_lists_are_filtered_by_label_only(live: Live):
+    foreign = f"proxytest-foreign-{uuid.uuid4().hex[:8]}"
+    await live.direct_container(foreign, {}, run=False)
+    for key in ("before", "since", "id", "name", "ancestor", "volume", "network", "status"):
+        filters = json.dumps({key: [foreign]})
+        async with live.http.get(
+            "/v1.41/containers/json", params={"all": "1", "filters": filters}
+        ) as response:
+            assert "label only" in await _denied(response)
+    await ensure_job_network(live.via_proxy)
+    async with live.http.get(f"/v1.41/networks/{JOB_NETWORK}") as response:
+        network = await _json(response)
+    assert network["Name"] == JOB_NETWORK and "Containers" not in network
 
 
 async def _raw(port: int, request: bytes) -> tuple[int, bytes]:
@@ -462,6 +662,96 @@ async def test_oversized_chunked_body_is_denied(live: Live):
     status, data = await _raw(live.port, head + body)
     assert status == 403, data[:300]
     assert b"larger than" in data
+    assert await live.state(name) is None
+
+
+async def test_a_body_trickled_too_slowly_gets_408_and_the_connection_closed(live: Live):
+    name, _, body = live.plan_and_body()
+    data = json.dumps(body).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    began = time.monotonic()
+    try:
+        writer.write(
+            f"POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        )
+        answer = b""
+        for byte in data:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    answer += await reader.read(4096)
+            if answer or time.monotonic() - began > BODY_TIMEOUT + 10:
+                break
+        async with asyncio.timeout(10):
+            answer += await reader.read(-1)  # the proxy closes the connection
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert BODY_TIMEOUT - 1 <= time.monotonic() - began <= BODY_TIMEOUT + 10
+    assert await live.state(name) is None
+
+
+async def test_a_head_trickled_too_slowly_gets_408_and_the_connection_closed(live: Live):
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    began = time.monotonic()
+    try:
+        writer.write(b"GET /v1.41/_ping HTTP/1.1\r\nHost: x\r\n")
+        answer = b""
+        while not answer and time.monotonic() - began < HEAD_TIMEOUT + 10:
+            writer.write(b"X-Slow: 1\r\n")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    answer = await reader.read(-1)
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - began <= HEAD_TIMEOUT + 5
+
+
+async def test_connections_beyond_the_cap_get_503_until_one_closes(live: Live, tmp_path: Path):
+    config = proxy_config(live.host_id, live.host_dir, max_connections=4)
+    runner, proxy, port = await start(config, "127.0.0.1", 0)
+    held = []
+    try:
+        for _ in range(4):  # idle keep-alive connections, as a client pool holds them
+            held.append(await asyncio.open_connection("127.0.0.1", port))
+        await asyncio.sleep(0.2)
+        status, data = await _raw(port, b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503, data[:300]
+        assert b"too many connections" in data
+        held.pop()[1].close()
+        await asyncio.sleep(0.2)
+        status, data = await _raw(
+            port, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert status == 200, data[:300]
+    finally:
+        for _, writer in held:
+            writer.close()
+        await runner.cleanup()
+        await proxy.close()
+
+
+@pytest.mark.parametrize("digits", [20, 5000])
+async def test_huge_integers_and_broken_bodies_are_bad_requests(live: Live, digits: int):
+    name, _, body = live.plan_and_body()
+    text = json.dumps(body).replace('"PidsLimit": 512', f'"PidsLimit": {"9" * digits}')
+    async with live.http.post(
+        f"/v1.41/containers/create?name={name}",
+        data=text,
+        headers={"Content-Type": "application/json"},
+    ) as response:
+        assert "64 bits" in await _denied(response, 400)
+    head = (
+        f"POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    status, data = await _raw(live.port, head + b"zz\r\n{}\r\n0\r\n\r\n")
+    assert status == 400, data[:300]
     assert await live.state(name) is None
 
 

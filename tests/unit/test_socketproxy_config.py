@@ -13,8 +13,31 @@ GOOD = {"BIGEYE_HOST_ID": "prod-agent-01", "BIGEYE_AGENT_HOST_DIR": "/srv/bigeye
 
 
 def test_defaults():
-    assert from_env(GOOD) == ProxyConfig(
+    config = from_env(GOOD)
+    assert config == ProxyConfig(
         "prod-agent-01", "/srv/bigeye", "/var/run/docker.sock", "0.0.0.0", 2375
+    )
+    assert config.agent_config == "/etc/bigeye/bigeye_agent.yml"
+    assert config.mounted_host_dir == "/etc/bigeye"
+    assert config.allow_loopback_registry is False
+    assert config.max_connections == 64
+
+
+def test_the_agent_set_and_connection_settings():
+    config = from_env(
+        {
+            **GOOD,
+            "BIGEYE_AGENT_CONFIG": "/mnt/host/bigeye_agent.yml",
+            "BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY": "1",
+            "BIGEYE_PROXY_MAX_CONNECTIONS": "8",
+        }
+    )
+    assert config.mounted_host_dir == "/mnt/host"
+    assert config.allow_loopback_registry is True
+    assert config.max_connections == 8
+    assert (
+        from_env({**GOOD, "BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY": "0"}).allow_loopback_registry
+        is False
     )
 
 
@@ -49,6 +72,11 @@ def test_overrides():
         ({"BIGEYE_DOCKER_SOCKET": "docker.sock"}, "absolute"),
         ({"BIGEYE_PROXY_LISTEN": "2375"}, "HOST:PORT"),
         ({"BIGEYE_PROXY_LISTEN": "0.0.0.0:99999"}, "HOST:PORT"),
+        ({"BIGEYE_AGENT_CONFIG": "bigeye_agent.yml"}, "absolute"),
+        ({"BIGEYE_AGENT_CONFIG": "/etc/bigeye/../bigeye_agent.yml"}, "normalised"),
+        ({"BIGEYE_PROXY_ALLOW_LOOPBACK_REGISTRY": "yes"}, "use 1 or 0"),
+        ({"BIGEYE_PROXY_MAX_CONNECTIONS": "0"}, "from 1 to 4096"),
+        ({"BIGEYE_PROXY_MAX_CONNECTIONS": "many"}, "from 1 to 4096"),
     ],
 )
 def test_problems_are_one_line(change, why):

@@ -1,4 +1,7 @@
-"""socketproxy/rules.py: the proxy's allowlist, request by request, without Docker."""
+"""socketproxy/rules.py: the proxy's allowlist, request by request, without Docker.
+
+The policy knows an agent set of three agents (as `bigeye_agent.yml` would give it) and the API
+version the proxy fixed at start-up (1.41 here, the engine of Docker 20.10)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ import pytest
 
 from orchestrator.contract import (
     INTERNAL_NETWORK,
+    LABEL_AGENT,
     LABEL_HOST_ID,
+    LABEL_JOB_ID,
     LABEL_MANAGED,
 )
+from orchestrator.hostconfig import HostConfig
+from socketproxy.agentset import AgentSet
 from socketproxy.jsonstrict import loads_object
 from socketproxy.rules import (
     MAX_BODY_BYTES,
@@ -30,14 +37,24 @@ from tests import bodies
 
 HOST_ID = "prod-agent-01"
 HOST_DIR = "/srv/host"
-POLICY = Policy(host_id=HOST_ID, host_dir=HOST_DIR)
+DH_IMAGE = "reg/dh:1"  # tests/bodies.py's datahealth image
+LP_IMAGE = "docker.io/bigeyedata/lineage-plus:1.2"
+EM_DIGEST = "sha256:" + "e" * 64
+EM_IMAGE = f"reg.example.com:5000/bigeye/em@{EM_DIGEST}"
+AGENT_SET = {
+    "datahealth": {"image": DH_IMAGE},
+    "lineage_plus": {"image": LP_IMAGE, "memory": "4g", "cpus": 2, "pids_limit": 1024},
+    "external_monitors": {"image": EM_IMAGE, "config_dir": "configs/em"},
+}
+AGENTS = AgentSet.from_host_config(HostConfig.model_validate({"agents": AGENT_SET}), HOST_DIR)
+POLICY = Policy(host_id=HOST_ID, host_dir=HOST_DIR, agents=AGENTS, api_version=(1, 41))
 NAME = "bigeye-job-job-1-run-1"
 CREATE = f"/v1.41/containers/create?name={NAME}"
 JSON_CT = ("Content-Type", "application/json")
 
 
 def compliant_body() -> dict[str, Any]:
-    """The orchestrator's own create body for a run."""
+    """The orchestrator's own create body for a run (datahealth, job-1/run-1)."""
     return bodies.compliant_body(host_id=HOST_ID, host_dir=HOST_DIR)
 
 
@@ -46,10 +63,11 @@ def call(
     target: str,
     body: bytes | dict[str, Any] | None = b"",
     headers: list[tuple[str, str]] | None = None,
+    policy: Policy = POLICY,
 ) -> Decision:
     raw = json.dumps(body).encode() if isinstance(body, dict) else body
     return decide(
-        ProxyRequest(method, target, [JSON_CT] if headers is None else headers, raw), POLICY
+        ProxyRequest(method, target, [JSON_CT] if headers is None else headers, raw), policy
     )
 
 
@@ -58,9 +76,16 @@ def allowed(decision: Decision) -> Forward:
     return decision
 
 
-def denied(decision: Decision, why: str = "") -> str:
+def refused(decision: Decision) -> Deny:
+    """Denied as a policy violation (403) or as a body the proxy will not read (400)."""
     assert isinstance(decision, Deny), decision
-    assert decision.status == 403
+    assert decision.status in (400, 403), decision
+    return decision
+
+
+def denied(decision: Decision, why: str = "", status: int = 403) -> str:
+    assert isinstance(decision, Deny), decision
+    assert decision.status == status, decision
     assert why in decision.reason, decision.reason
     return decision.reason
 
@@ -68,7 +93,7 @@ def denied(decision: Decision, why: str = "") -> str:
 # ---- what is admitted ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefix", ["", "/v1.41", "/v1.24", "/v1.45"])
+@pytest.mark.parametrize("prefix", ["", "/v1.41", "/v1.44", "/v1.45", "/v1.99"])
 @pytest.mark.parametrize(
     "method, path",
     [
@@ -76,9 +101,9 @@ def denied(decision: Decision, why: str = "") -> str:
         ("HEAD", "/_ping"),
         ("GET", "/version"),
         ("GET", "/networks/bigeye-jobs"),
-        ("GET", "/images/docker.io/bigeyedata/lineage-plus:1.2/json"),
-        ("GET", "/images/reg.example.com:5000/a/b@sha256:" + "a" * 64 + "/json"),
-        ("GET", "/images/bigeye-demo-agent:dev/json"),
+        ("GET", f"/images/{LP_IMAGE}/json"),
+        ("GET", f"/images/{EM_IMAGE}/json"),
+        ("GET", f"/images/{DH_IMAGE}/json"),
         ("GET", "/containers/json"),
         ("GET", "/containers/bigeye-job-j-r123/json"),
         ("POST", "/containers/bigeye-job-j-r123/start"),
@@ -92,7 +117,9 @@ def denied(decision: Decision, why: str = "") -> str:
 def test_allowed_calls(prefix, method, path):
     forward = allowed(call(method, prefix + path))
     assert forward.method == method
-    assert forward.version == prefix
+    # Whatever the client asked for, the request goes upstream under the proxy's version.
+    assert forward.version == "/v1.41"
+    assert forward.upstream_target("a" * 64).startswith("/v1.41/")
 
 
 def test_bodiless_calls_pass_without_content_type_too():
@@ -125,16 +152,17 @@ def test_the_orchestrators_own_calls_with_their_parameters():
     pull = allowed(
         call(
             "POST",
-            "/v1.41/images/create?fromImage=docker.io%2Fbigeyedata%2Flp&tag=1.2",
+            "/v1.41/images/create?fromImage=docker.io%2Fbigeyedata%2Flineage-plus&tag=1.2",
             headers=[JSON_CT, ("X-Registry-Auth", "eyJ1c2VybmFtZSI6ImEifQ==")],
         )
     )
     assert pull.headers == (("X-Registry-Auth", "eyJ1c2VybmFtZSI6ImEifQ=="),)
     assert pull.upstream_target() == (
-        "/v1.41/images/create?fromImage=docker.io%2Fbigeyedata%2Flp&tag=1.2"
+        "/v1.41/images/create?fromImage=docker.io%2Fbigeyedata%2Flineage-plus&tag=1.2"
     )
-    allowed(call("POST", "/v1.41/images/create?fromImage=reg/a@sha256:" + "b" * 64))
-    allowed(call("POST", "/images/create?fromImage=alpine&tag=3&platform=linux/amd64"))
+    digest = allowed(call("POST", f"/v1.41/images/create?fromImage={EM_IMAGE}"))
+    assert digest.query == (("fromImage", EM_IMAGE),)
+    allowed(call("POST", "/images/create?fromImage=reg%2Fdh&tag=1"))
 
 
 def test_a_container_action_is_forwarded_to_the_checked_id_not_the_name():
@@ -144,7 +172,7 @@ def test_a_container_action_is_forwarded_to_the_checked_id_not_the_name():
     with pytest.raises(ValueError):
         forward.upstream_target()
     remove = allowed(call("DELETE", "/containers/bigeye-job-j-r?force=1"))
-    assert remove.upstream_target("a" * 64) == f"/containers/{'a' * 64}?force=1"
+    assert remove.upstream_target("a" * 64) == f"/v1.41/containers/{'a' * 64}?force=1"
 
 
 @pytest.mark.parametrize(
@@ -180,12 +208,11 @@ def test_list_is_narrowed_to_this_hosts_managed_containers():
     assert json.loads(query["filters"]) == {
         "label": {f"{LABEL_MANAGED}=true": True, f"{LABEL_HOST_ID}={HOST_ID}": True}
     }
-    theirs = {"label": [f"{LABEL_MANAGED}=true", "x=1"], "status": ["running"]}
+    theirs = {"label": [f"{LABEL_MANAGED}=true", "x=1"]}
     target = "/containers/json?filters=" + urllib.parse.quote(json.dumps(theirs))
     merged = json.loads(dict(allowed(call("GET", target)).query)["filters"])
     assert merged == {
         "label": {f"{LABEL_MANAGED}=true": True, "x=1": True, f"{LABEL_HOST_ID}={HOST_ID}": True},
-        "status": {"running": True},
     }
     # Someone else's host id can only narrow the list to nothing.
     other = {"label": [f"{LABEL_HOST_ID}=other"]}
@@ -197,17 +224,53 @@ def test_list_is_narrowed_to_this_hosts_managed_containers():
 @pytest.mark.parametrize(
     "filters",
     [
-        '{"label": ["a"], "label": ["b"]}',
-        '{"label": ["a"], "Label": ["b"]}',
         '{"label": "a"}',
         '{"label": {"a": false}}',
         '{"label": [1]}',
-        "[]",
-        "{",
     ],
 )
 def test_list_filters_that_could_be_read_differently_are_denied(filters):
     denied(call("GET", "/containers/json?filters=" + urllib.parse.quote(filters)))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        "[]",
+        "{",
+        '{"label": [' + "9" * 5000 + "]}",
+        '{"label": ["a"], "label": ["b"]}',
+        '{"label": ["a"], "Label": ["b"]}',
+    ],
+)
+def test_list_filters_that_are_not_json_are_bad_requests(filters):
+    denied(call("GET", "/containers/json?filters=" + urllib.parse.quote(filters)), status=400)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "before",
+        "since",
+        "id",
+        "name",
+        "ancestor",
+        "volume",
+        "network",
+        "status",
+        "exited",
+        "health",
+        "publish",
+        "expose",
+        "is-task",
+        "isolation",
+    ],
+)
+def test_list_filters_other_than_label_are_denied(key):
+    # `before`/`since`/`id`/`name` tell whether a container exists that is not this host's.
+    filters = {key: ["bigeye-agent-docker-socket-proxy-1"], "label": [f"{LABEL_MANAGED}=true"]}
+    target = "/v1.41/containers/json?all=1&filters=" + urllib.parse.quote(json.dumps(filters))
+    denied(call("GET", target), "label only")
 
 
 def test_network_create_of_the_job_network():
@@ -253,7 +316,12 @@ def test_network_create_of_the_job_network():
 def test_any_other_network_create_is_denied(change):
     body = {"Name": "bigeye-jobs", "Driver": "bridge", "Labels": {LABEL_MANAGED: "true"}}
     body.update(change)
-    denied(call("POST", "/networks/create", body))
+    refused(call("POST", "/networks/create", body))
+
+
+def test_the_job_networks_inspect_hides_who_is_attached():
+    forward = allowed(call("GET", "/v1.41/networks/bigeye-jobs"))
+    assert set(forward.hide_keys) >= {"Containers"}
 
 
 def test_other_networks_are_not_inspected():
@@ -274,6 +342,8 @@ def test_the_orchestrators_create_body_is_allowed_and_forwarded_canonically():
     assert forward.query == (("name", NAME),)
     assert forward.body == json.dumps(body, separators=(",", ":")).encode()
     assert loads_object(forward.body) == body
+    # The server still checks, on disk, that the agent's config directory is there.
+    assert forward.bind_source == f"{HOST_DIR}/agent_config/datahealth"
 
 
 @pytest.mark.parametrize(
@@ -431,6 +501,39 @@ DEVIATIONS: dict[str, Mutation] = {
     "no managed label": _label(LABEL_MANAGED, None),
     "managed label false": _label(LABEL_MANAGED, "false"),
     "label value not a string": _top("Labels", {LABEL_MANAGED: True}),
+    # --- what the agent set says (socketproxy/agentset.py)
+    "another agent's image": _top("Image", LP_IMAGE),
+    "an image that is no agent's": _top("Image", "alpine:3"),
+    "the agent's image, spelt in full": _top("Image", "docker.io/reg/dh:1"),
+    "the agent's image by digest": _top("Image", "reg/dh@sha256:" + "d" * 64),
+    "agent label of another agent": _label(LABEL_AGENT, "lineage_plus"),
+    "agent label of no agent": _label(LABEL_AGENT, "sds"),
+    "job-id label not the name's": _label(LABEL_JOB_ID, "job-2"),
+    "label of a compose service": _label("com.docker.compose.project", "bigeye-agent"),
+    "label of a compose service's name": _label("com.docker.compose.service", "sds"),
+    "label routing a reverse proxy": _label("traefik.enable", "true"),
+    "label routing a reverse proxy's rule": _label("traefik.http.routers.x.rule", "Host(`a`)"),
+    "an extra label in our namespace": _label("com.bigeye.orchestrator.extra", "x"),
+    "an empty label key": _label("", "x"),
+    "bind of agent_config itself": _bind(f"{HOST_DIR}/agent_config:/app/config:ro"),
+    "bind of the mTLS key": _bind(f"{HOST_DIR}/agent_config/mtls.key:/app/config:ro"),
+    "bind of another agent's directory": _bind(f"{HOST_DIR}/configs/em:/app/config:ro"),
+    "bind of a sub-directory of the agent's": _bind(f"{SRC}/sub:/app/config:ro"),
+    "bind of a directory beside the agent's": _bind(
+        f"{HOST_DIR}/agent_config/other:/app/config:ro"
+    ),
+    "Memory above the agent's": _hc("Memory", 2 * 1024**3 + 1),
+    "Memory far above the agent's": _hc("Memory", 2**62),
+    "NanoCpus above the agent's": _hc("NanoCpus", 1_000_000_001),
+    "PidsLimit above the agent's": _hc("PidsLimit", 513),
+    "LogConfig without options": _hc("LogConfig", {"Type": "json-file", "Config": {}}),
+    "LogConfig larger files": _hc(
+        "LogConfig", {"Type": "json-file", "Config": {"max-size": "10g", "max-file": "3"}}
+    ),
+    "LogConfig more files": _hc(
+        "LogConfig", {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "1000"}}
+    ),
+    "LogConfig one option": _hc("LogConfig", {"Type": "json-file", "Config": {"max-size": "10m"}}),
     "key case: hostConfig": _rename_top("HostConfig", "hostConfig"),
     "key case: HOSTCONFIG": _rename_top("HostConfig", "HOSTCONFIG"),
     "key case: image": _rename_top("Image", "image"),
@@ -447,7 +550,7 @@ DEVIATIONS: dict[str, Mutation] = {
 def test_every_single_deviation_from_a_compliant_create_is_denied(mutation):
     body = copy.deepcopy(compliant_body())
     mutation(body)
-    denied(call("POST", CREATE, body))
+    refused(call("POST", CREATE, body))
 
 
 def _splice(text: str, marker: str, insert: str) -> bytes:
@@ -483,7 +586,17 @@ def _splice(text: str, marker: str, insert: str) -> bytes:
 def test_bodies_go_would_read_differently_are_denied(make):
     text = json.dumps(compliant_body())
     assert allowed(call("POST", CREATE, text.encode()))
-    denied(call("POST", CREATE, make(text)), "rejected")
+    denied(call("POST", CREATE, make(text)), "rejected", status=400)
+
+
+@pytest.mark.parametrize("digits", [19, 20, 64, 5000])
+def test_integers_too_long_for_int64_are_bad_requests_not_errors(digits):
+    text = json.dumps(compliant_body()).replace(
+        '"NanoCpus": 1000000000', f'"NanoCpus": {"9" * digits}'
+    )
+    denied(call("POST", CREATE, text.encode()), "64 bits", status=400)
+    network = '{"Name": "bigeye-jobs", "Driver": "bridge", "x": -' + "9" * digits + "}"
+    denied(call("POST", "/networks/create", network.encode()), "64 bits", status=400)
 
 
 @pytest.mark.parametrize(
@@ -606,6 +719,7 @@ def test_everything_else_is_denied(method, target):
     [
         ("/images/create?fromSrc=-", "fromSrc"),
         ("/images/create?fromImage=alpine&fromSrc=-", "fromSrc"),
+        ("/images/create?fromImage=reg/dh&tag=1&platform=linux/amd64", "platform"),
         ("/images/create?fromImage=alpine&repo=x", "repo"),
         ("/images/create?fromImage=alpine&message=x", "message"),
         ("/images/create?fromImage=alpine&changes=CMD+x", "changes"),
