@@ -3,7 +3,10 @@ and the server's check of a bind source through the proxy's mount of the host di
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +118,52 @@ def test_a_file_being_written_or_gone_keeps_the_last_agent_set(config_file, cloc
     assert ["gone" in entry["event"] for entry in logs] == [True]
 
 
-def test_an_unreadable_file_is_one_line_naming_the_problem(config_file, clock):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
-    write(config_file, {"datahealth": {"image": "reg/dh:1"}})
-    config_file.chmod(0)
-    source = AgentSetFile(config_file, HOST_DIR, clock=clock)
-    with capture_logs() as logs:
-        assert images(source) == {}
-    assert "Permission denied" in logs[0]["event"]
+NOBODY = 65534
+
+
+def read_as_nobody(config_file: Path) -> dict[str, Any]:
+    """What AgentSetFile makes of the file when read by an unprivileged user: root reads any
+    file, so a forked child drops to nobody first (the interpreter itself lives under /root,
+    which nobody may not enter, so a fresh process could not start)."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(reader)
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+            with capture_logs() as logs:
+                agents = AgentSetFile(config_file, HOST_DIR).current().agents
+            out = {"agents": sorted(agents), "events": [e["event"] for e in logs]}
+        except BaseException as exc:  # reported to the parent, which fails the test
+            out = {"error": repr(exc)}
+        os.write(writer, json.dumps(out).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return dict(json.loads(data))
+
+
+def test_an_unreadable_file_is_one_line_naming_the_problem():
+    # a file only root may read, in a directory anyone may enter (pytest's is root's alone)
+    directory = Path(tempfile.mkdtemp(prefix="agentfile-", dir="/tmp"))
+    try:
+        directory.chmod(0o755)
+        config_file = directory / "bigeye_agent.yml"
+        write(config_file, {"datahealth": {"image": "reg/dh:1"}})
+        config_file.chmod(0)
+        seen = read_as_nobody(config_file)
+        assert "error" not in seen, seen
+        assert seen["agents"] == []
+        assert len(seen["events"]) == 1
+        assert "Permission denied" in seen["events"][0]
+        assert str(config_file) in seen["events"][0]
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_a_loopback_agent_is_named_in_the_log(config_file, clock):
