@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from bigeye_agent import access, checks, compose_file, files
+from bigeye_agent import access, checks, compose_file, drainer, files
 from bigeye_agent import messages as m
 from bigeye_agent.compose_file import (
     AGENTS_COMPOSE_FILE_NAME,
@@ -75,10 +75,18 @@ def status(
                 m.COMPOSE_FAILED, command="ps", code=done.returncode, retry="compose status"
             )
         state = {"project": project(env), "services": services_of(done.stdout),
+                 "drainers": [d.as_json() for d in drainer.drainers(project(env), env)],
                  "long_running": persistent_projects(host_dir, env)}  # fmt: skip
         out(json.dumps(state, indent=2, sort_keys=True))
         return
     run(host_dir, env, ["ps"], "compose status")
+    draining = drainer.drainers(project(env), env)
+    if draining:
+        out("")
+        out("Earlier releases finishing the runs they started (removed by the next upgrade):")
+        for item in draining:
+            done_text = "finished" if item.finished else item.state
+            out(f"  {item.name}  version {item.version}  {done_text}")
     for project_, names in persistent_projects(host_dir, env).items():
         out("")
         out(f"Long-running agents (Compose project {project_}, not managed by the orchestrator):")
@@ -128,10 +136,12 @@ def logs(host_dir: Path, env: Mapping[str, str], service: str | None, follow: bo
 def up(host_dir: Path, env: Mapping[str, str]) -> None:
     require_enabled(host_dir)
     run(host_dir, env, ["up", "-d"], "compose up")
+    drainer.resume_all(project(env), env)
 
 
 def down(host_dir: Path, env: Mapping[str, str]) -> None:
     require_enabled(host_dir)
+    drainer.stop_all(project(env), env)  # kept: `compose up` resumes what they had left
     run(host_dir, env, ["down"], "compose down")
 
 
@@ -148,8 +158,9 @@ def images(host_dir: Path) -> list[str]:
     return [image for image in found if isinstance(image, str) and image]
 
 
-def running_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
-    """The version the running orchestrator's image carries (its OCI label), if it runs."""
+def orchestrator_release(host_dir: Path, env: Mapping[str, str]) -> drainer.Release | None:
+    """The orchestrator container of the stack as `docker inspect` shows it, and the version
+    its image carries (its OCI label); None when it is not there."""
     done = checks.docker(
         ["ps", "-q", "--filter", f"label={COMPOSE_LABEL}={project(env)}",
          "--filter", f"label=com.docker.compose.service={ORCHESTRATOR_SERVICE}"],
@@ -158,30 +169,69 @@ def running_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
     container = done.stdout.split()[0] if done.returncode == 0 and done.stdout.split() else None
     if container is None:
         return None
-    image = checks.docker(["inspect", "--format", "{{.Image}}", container], env).stdout.strip()
+    try:
+        inspect = json.loads(checks.docker(["inspect", container], env).stdout)[0]
+    except (ValueError, IndexError):
+        return None
     label = checks.docker(
         ["image", "inspect", "--format",
-         '{{index .Config.Labels "org.opencontainers.image.version"}}', image],
+         f'{{{{index .Config.Labels "{drainer.VERSION_LABEL}"}}}}', str(inspect.get("Image"))],
         env,
     ).stdout.strip()  # fmt: skip
-    return label or None
+    return drainer.Release(inspect=inspect, version=label or None)
+
+
+def running_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
+    """The version the running orchestrator's image carries (its OCI label), if it runs."""
+    release = orchestrator_release(host_dir, env)
+    return release.version if release is not None else None
 
 
 def upgrade(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
-    """Pull the channel's images, recreate what changed; job containers keep running."""
+    """Pull the channel's images, recreate what changed; job containers keep running, and the
+    runs the old release started are finished by its drainer (see drainer.py)."""
     require_enabled(host_dir)
-    before = running_version(host_dir, env)
+    before = orchestrator_release(host_dir, env)
     if run(host_dir, env, ["pull"], "compose upgrade", check=False) != 0:
         for image in images(host_dir):
             if checks.docker(["image", "inspect", image], env).returncode != 0:
                 raise CliError(m.PULL_FAILED_MISSING, image=image)
         out(m.PULL_FAILED_LOCAL)
+    old = before.version if before is not None else None
+    draining = before is not None and drainer.needs_drainer(before, image_version(host_dir, env))
+    if before is not None and draining:
+        problem = drainer.create(before, project(env), env)
+        if problem is not None:  # nothing has changed yet
+            raise CliError(m.DRAINER_NOT_CREATED, version=old, detail=problem)
     run(host_dir, env, ["up", "-d"], "compose upgrade")
     after = running_version(host_dir, env)
-    if before == after:
+    for name in drainer.retire(project(env), env, keep_version=after):
+        out(f"removed {name} (nothing left for it to drain)")
+    if before is not None and draining:
+        problem = drainer.start(before, project(env), env)
+        if problem is not None:
+            raise CliError(m.DRAINER_NOT_STARTED, version=old, detail=problem)
+        out(m.DRAINING.format(version=old, name=drainer.drainer_name(project(env), str(old))))
+    if old == after:
         out(f"the orchestrator is up to date ({after or 'unknown version'})")
     else:
-        out(f"upgraded the orchestrator: {before or 'unknown'} → {after or 'unknown'}")
+        out(f"upgraded the orchestrator: {old or 'unknown'} → {after or 'unknown'}")
+
+
+def image_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
+    """The version label of the orchestrator image the stack file names (after a pull)."""
+    path = host_dir / COMPOSE_FILE_NAME
+    try:
+        data = yaml.safe_load(files.read_bytes(path)) or {}
+        image = data["services"][ORCHESTRATOR_SERVICE]["image"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return None
+    label = checks.docker(
+        ["image", "inspect", "--format",
+         f'{{{{index .Config.Labels "{drainer.VERSION_LABEL}"}}}}', str(image)],
+        env,
+    ).stdout.strip()  # fmt: skip
+    return label or None
 
 
 def render(

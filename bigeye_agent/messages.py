@@ -189,4 +189,16 @@ PULL_FAILED_MISSING = (
     "docker compose pull failed and {image} is not present locally: check the network and "
     "the registry login (docker login), then re-run bigeye-agent compose upgrade"
 )
+DRAINER_NOT_CREATED = (
+    "cannot create the drainer that finishes the runs orchestrator {version} started ({detail}): "
+    "nothing was changed; fix the cause, then re-run bigeye-agent compose upgrade"
+)
+DRAINER_NOT_STARTED = (
+    "the stack was upgraded but the drainer of orchestrator {version} did not start ({detail}): "
+    "the runs {version} started wait for it; fix the cause, then run bigeye-agent compose up"
+)
+DRAINING = (
+    "orchestrator {version} finishes the runs it started in {name}; it exits when none is left "
+    "(bigeye-agent compose status shows it)"
+)
 INTERRUPTED = "interrupted: re-run the same command to finish"

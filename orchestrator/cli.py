@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
 from orchestrator import certificates
-from orchestrator.connection import connect, tls_config
+from orchestrator.connection import connect, connect_error, tls_config
 from orchestrator.health import split_addr
 from orchestrator.logs import configure_logging
 from orchestrator.settings import Settings, SettingsError, load_settings
@@ -71,7 +71,7 @@ async def _reach_temporal(settings: Settings) -> list[str]:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
             await connect(settings)
     except (TimeoutError, RuntimeError, OSError) as exc:
-        detail = str(exc).splitlines()[0][:200] if str(exc) else "timed out"
+        detail = connect_error(exc) if str(exc) else "timed out"
         return [
             f"cannot reach Temporal at {settings.temporal_address}: {detail}: check "
             "BIGEYE_TEMPORAL_ADDRESS, the network and the TLS files"
@@ -117,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=VERSION)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the daemon (the image's entrypoint)")
+    sub.add_parser(
+        "drain",
+        help="finish the runs pinned to this version, then exit (started by compose upgrade)",
+    )
     sub.add_parser("check", help="validate settings and certificates, reach Temporal and Docker")
     health = sub.add_parser(
         "healthcheck", help="exit 0 when the daemon is ready (Docker HEALTHCHECK)"
@@ -144,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.worker import run_daemon  # imports the workflow; only the daemon needs it
 
     try:
-        code = asyncio.run(run_daemon(settings))
+        code = asyncio.run(run_daemon(settings, drain=args.command == "drain"))
     except SettingsError as exc:
         print(f"bigeye-orchestrator: {exc}", file=sys.stderr)
         code = 1

@@ -69,3 +69,20 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         runtime=runtime,
         identity=f"bigeye-orchestrator@{settings.host_id}",
     )
+
+
+CLOSED_AFTER_CONNECT = "call error after connection"
+
+
+def connect_error(exc: BaseException) -> str:
+    """One stable line for a failed connect: the transport's own wording of a closed
+    connection changes from one attempt to the next (reset, EOF, canceled), which would make
+    every retry look like a new failure."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if CLOSED_AFTER_CONNECT in text:
+        return (
+            "Temporal's frontend (or a proxy in front of it) accepted the connection, then "
+            "closed it before answering: a refused client certificate (mtls.pem, mtls.key), a "
+            "wrong TLS server name (BIGEYE_TLS_SERVER_NAME), or a frontend down behind a proxy"
+        )
+    return text[:300]

@@ -20,8 +20,10 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import aiodocker
 import structlog
@@ -36,15 +38,24 @@ from activities.runs import JobActivities
 from activities.slots import SlotGate, Waiter, Wake
 from activities.sweeping import Sweeper
 from orchestrator import metrics
-from orchestrator.connection import connect, free_loopback_address, make_runtime
+from orchestrator.connection import connect, connect_error, free_loopback_address, make_runtime
 from orchestrator.contract import SLOT_SIGNAL, HostStatus, launch_queue, task_queue, watch_queue
 from orchestrator.health import HealthState, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
 from orchestrator.liveness import run_checker
-from orchestrator.pauses import Outage, pause, until_stopped
+from orchestrator.pauses import FIRST_RETRY_SECONDS, Outage, pause, until_stopped
 from orchestrator.settings import Settings
 from orchestrator.version import VERSION
+from orchestrator.versioning import (
+    DRAIN_SETTLE_SECONDS,
+    DrainState,
+    claim_current,
+    current_version,
+    deployment_config,
+    not_polled_yet,
+    open_pinned,
+)
 from workflows.agent_job import AgentJobRun
 from workflows.host_ping import HostPing
 
@@ -57,15 +68,21 @@ HEARTBEAT_THROTTLE = timedelta(seconds=2)
 CONTROL_ACTIVITY_SLOTS = 64
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DEFAULT_STOP_GRACE = 10
+DRAIN_LOOK_SECONDS = 5.0
+DRAIN_INTERRUPTED = 75  # EX_TEMPFAIL: stopped with runs of this version possibly left
+CLAIM_PATIENCE_SECONDS = 60.0
+CLAIM_RETRY_CEILING_SECONDS = 5.0
 
 
 def build_workers(
     client: Client, settings: Settings, acts: JobActivities, host: HostActivities
 ) -> list[Worker]:
+    """The three workers, all of one deployment version: this release's."""
     common = {
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "graceful_shutdown_timeout": SHUTDOWN_GRACE,
+        "deployment_config": deployment_config(settings.host_id, VERSION),
     }
     slots = settings.max_concurrent_jobs
     return [
@@ -147,8 +164,12 @@ def exit_deadline(seconds: float) -> threading.Timer:
     return timer
 
 
-async def run_daemon(settings: Settings) -> int:
-    """The daemon's start-up order: settings (done) → Temporal → Docker → reconcile → poll."""
+async def run_daemon(settings: Settings, drain: bool = False) -> int:
+    """The daemon's start-up order: settings (done) → Temporal → Docker → reconcile → poll.
+
+    `drain`: a retired release finishing the runs pinned to it; no heartbeat, no sweeping, no
+    claim on new runs, and it exits once nothing of its version is left (see versioning).
+    """
     health = HealthState(sdk_metrics_url=None)
     sdk_metrics = free_loopback_address()
     health.sdk_metrics_url = f"http://{sdk_metrics}/metrics"
@@ -166,7 +187,12 @@ async def run_daemon(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
 
-    log.info("starting", version=VERSION, temporal=settings.temporal_address)
+    log.info(
+        "starting",
+        version=VERSION,
+        temporal=settings.temporal_address,
+        mode="drain" if drain else "run",
+    )
     client = await _until_connected(settings, stop, sdk_metrics)
     if client is None:
         await stop_health(health_servers)
@@ -189,11 +215,12 @@ async def run_daemon(settings: Settings) -> int:
             on_removed=gate.released,
         )
         # Reconcile before polling: open runs' containers are left to their activities (which
-        # adopt them); the others are marked for sweeping.
-        try:
-            await sweeper.sweep()
-        except Exception as exc:
-            log.warning("start-up sweep failed; the next pass retries", error=describe(exc))
+        # adopt them); the others are marked for sweeping. A drainer leaves that to the daemon.
+        if not drain:
+            try:
+                await sweeper.sweep()
+            except Exception as exc:
+                log.warning("start-up sweep failed; the next pass retries", error=describe(exc))
         acts = JobActivities(settings, docker, gate, Puller(docker))
         host = HostActivities(settings, docker, gate, lambda: health.polling)
         workers = build_workers(client, settings, acts, host)
@@ -207,19 +234,31 @@ async def run_daemon(settings: Settings) -> int:
                 health.docker_ok = status.docker.reachable
                 metrics.SLOTS_USED.set(status.worker.slots_used)
 
-        beating = asyncio.create_task(
-            heartbeat_loop(client, host, settings.heartbeat_seconds, stop, on_beat),
-            name="heartbeat",
-        )
-        sweeping = asyncio.create_task(
-            _sweep_after(sweeper, settings.sweep_seconds, stop), name="orphan sweep"
-        )
-        for loop_task in (beating, sweeping):
+        if drain:
+            health.heartbeat_ok = True  # the current version's daemon reports the host
+            background: list[asyncio.Task[Any]] = [
+                asyncio.create_task(
+                    drain_loop(client, settings.host_id, DRAIN_LOOK_SECONDS, stop), name="drain"
+                )
+            ]
+        else:
+            background = [
+                asyncio.create_task(
+                    heartbeat_loop(client, host, settings.heartbeat_seconds, stop, on_beat),
+                    name="heartbeat",
+                ),
+                asyncio.create_task(
+                    _sweep_after(sweeper, settings.sweep_seconds, stop), name="orphan sweep"
+                ),
+                asyncio.create_task(claim_loop(client, settings.host_id, stop), name="claim"),
+            ]
+        for loop_task in background:
             loop_task.add_done_callback(_report_unexpected_end)
         log.info(
-            "polling",
+            "draining" if drain else "polling",
             task_queue=task_queue(settings.host_id),
             slots=settings.max_concurrent_jobs,
+            version=VERSION,
         )
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -230,21 +269,82 @@ async def run_daemon(settings: Settings) -> int:
         # SIGTERM: stop polling, leave job containers running; a restart re-adopts them.
         log.info("shutting down: job containers keep running and will be re-adopted")
         on_signal()
-        for task in (beating, sweeping):
+        for task in background:
             task.cancel()
         try:
             async with asyncio.timeout(WORKERS_STOP_SECONDS):
                 await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         except TimeoutError:
             log.warning("workers did not stop in time; leaving them", seconds=WORKERS_STOP_SECONDS)
-        await asyncio.wait([beating, sweeping], timeout=1.0)
+        await asyncio.wait(background, timeout=1.0)
         stopped.cancel()
-        return 1 if failed else 0
+        if failed:
+            return 1
+        drained = drain and any(
+            t.done() and not t.cancelled() and t.exception() is None and t.result() is True
+            for t in background
+        )
+        # A drainer stopped before it drained exits non-zero: its `on-failure` restart policy
+        # then brings it back (after a reboot too) to finish the runs it still has.
+        return DRAIN_INTERRUPTED if drain and not drained else 0
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 await docker.close()
         await stop_health(health_servers)
+
+
+async def claim_loop(client: Client, host_id: str, stop: asyncio.Event) -> None:
+    """Once this version's workers poll, new runs go to it; until then the server says
+    "not found", which is expected for the first seconds and only an outage after a minute."""
+    outage = Outage(
+        log, "cannot make this version current; retrying", "this version can be made current"
+    )
+    started = time.monotonic()
+    delay = FIRST_RETRY_SECONDS
+    while not stop.is_set():
+        try:
+            await claim_current(client, host_id, VERSION)
+        except Exception as exc:
+            if not (not_polled_yet(exc) and time.monotonic() - started < CLAIM_PATIENCE_SECONDS):
+                outage.failed(describe(exc), delay)
+            await pause(stop, delay)
+            delay = min(delay * 2, CLAIM_RETRY_CEILING_SECONDS)
+            continue
+        outage.succeeded()
+        log.info("new runs go to this version", version=VERSION)
+        return
+
+
+async def drain_loop(
+    client: Client,
+    host_id: str,
+    every: float,
+    stop: asyncio.Event,
+    version: str = VERSION,
+    settle_seconds: float = DRAIN_SETTLE_SECONDS,
+) -> bool:
+    """Looks at what is left of `version`; stops the process when nothing is. True: drained."""
+    outage = Outage(log, "cannot see what is left to drain; retrying", "drain check works again")
+    state = DrainState(version, settle_seconds)
+    reported: tuple[str | None, int] | None = None
+    while not stop.is_set():
+        try:
+            current = await current_version(client, host_id)
+            open_runs = await open_pinned(client, host_id, version)
+        except Exception as exc:
+            outage.failed(describe(exc), every)
+        else:
+            outage.succeeded()
+            if (current, open_runs) != reported:
+                log.info("drain progress", current_version=current, open_runs=open_runs)
+                reported = (current, open_runs)
+            if state.observe(current, open_runs, time.monotonic()):
+                log.info("drained: no run of this version is open; exiting", version=version)
+                stop.set()
+                return True
+        await pause(stop, every)
+    return False
 
 
 def _report_unexpected_end(task: asyncio.Task[None]) -> None:
@@ -273,7 +373,7 @@ async def _until_connected(
     return await until_stopped(
         attempt,
         outage,
-        lambda exc: str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__,
+        connect_error,
         stop,
         retry_on=(RuntimeError,),
     )

@@ -7,8 +7,9 @@ The input is plain JSON, validated here: a typed argument that fails to decode w
 workflow *task*, which Temporal retries forever, instead of failing the run. The workflow owns
 cancellation: a cancel in any phase is remembered (an activity that completes before it hears
 of the cancel would otherwise swallow it) and ends the run `canceled` with nothing left running.
-Changes to this file ship behind `workflow.patched(...)` so that runs started by one release
-replay on the next.
+Runs are pinned to the release that started them (Worker Deployment Versioning, see
+orchestrator/versioning.py), so a release may change this file incompatibly; a change that
+should also reach runs already in flight ships behind `workflow.patched(...)`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -71,7 +72,8 @@ WATCH_RETRY = RetryPolicy(
 )
 
 
-@workflow.defn(name=JOB_WORKFLOW_TYPE)
+# Pinned: a run is finished by the release that started it (orchestrator/versioning.py).
+@workflow.defn(name=JOB_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.PINNED)
 class AgentJobRun:
     def __init__(self) -> None:
         self._phase: Phase = "queued"

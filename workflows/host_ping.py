@@ -6,14 +6,15 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, VersioningBehavior
 
 with workflow.unsafe.imports_passed_through():
     from activities.hoststatus import HostActivities
     from orchestrator.contract import HOST_PING_WORKFLOW_TYPE, HostStatus
 
 
-@workflow.defn(name=HOST_PING_WORKFLOW_TYPE)
+# A ping is one short activity: whichever release is current may answer it.
+@workflow.defn(name=HOST_PING_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class HostPing:
     @workflow.run
     async def run(self, _: Any = None) -> dict[str, Any]:

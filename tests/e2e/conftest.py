@@ -244,6 +244,10 @@ def make_host_dir(cloud: Cloud, tmp_path: Path) -> Iterator[Any]:
 
     yield factory
     for host in made:
+        label = f"label=com.bigeye.orchestrator.compose-project={host.project}"
+        drainers = run(["docker", "ps", "-aq", "--filter", label])
+        if drainers.stdout.split():
+            run(["docker", "rm", "-f", *drainers.stdout.split()])
         if (host.path / "docker-compose.bigeye.yml").exists():
             host.compose("down", "--remove-orphans", "-t", "5")
         leftovers = host.job_containers()

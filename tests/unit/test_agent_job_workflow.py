@@ -22,6 +22,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -37,12 +38,14 @@ from orchestrator.contract import (
     task_queue,
     watch_queue,
 )
+from orchestrator.versioning import claim_current, deployment_config, not_polled_yet
 from tests.waiting import async_wait_for
 from workflows.agent_job import AgentJobRun
 
 TEMPORAL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "temporal"
 CONTAINER = "c" * 64
 IMAGE = ImageInfo(image="reg/dh:1", image_id="sha256:" + "1" * 64, image_digest=None)
+STAND_IN_BUILD = "0.0.0-stand-in"
 
 Step = Callable[..., Awaitable[Any]]
 
@@ -214,13 +217,28 @@ async def run(env: WorkflowEnvironment) -> AsyncIterator[Run]:
             activities=acts,
             max_heartbeat_throttle_interval=timedelta(milliseconds=200),
             default_heartbeat_throttle_interval=timedelta(milliseconds=200),
+            deployment_config=deployment_config(stand_ins.host_id, STAND_IN_BUILD),
         )
         for queue, acts in stand_ins.activities().items()
     ]
     running = [asyncio.create_task(w.run()) for w in workers]
+    await made_current(env.client, stand_ins.host_id)
     yield Run(env.client, stand_ins)
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*running, return_exceptions=True)
+
+
+async def made_current(client: Client, host_id: str) -> None:
+    """As the daemon does: new runs go to the stand-ins' version once its workers poll."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await claim_current(client, host_id, STAND_IN_BUILD)
+                return
+            except RPCError as exc:
+                if not not_polled_yet(exc):
+                    raise
+            await asyncio.sleep(0.2)
 
 
 async def began(run: Run, name: str) -> None:

@@ -136,7 +136,7 @@ if [ "$1" = ps ]; then
             exit 1;;
     down) echo "Cannot connect to the Docker daemon. Is the docker daemon running?" >&2; exit 1;;
   esac
-  case "$*" in *--format*|*-q*) exit 0;; esac  # no containers to list
+  case "$*" in *--format*|*-q*|*-aq*) exit 0;; esac  # no containers to list
   echo "CONTAINER ID   IMAGE"; exit 0
 fi
 if [ "$1" = info ]; then
@@ -533,13 +533,20 @@ def test_compose_commands_wrap_docker_compose(make_host: Any, capsys: Any) -> No
     assert host.run("compose", "logs") == 0
     assert host.run("compose", "up") == 0
     assert host.run("compose", "down") == 0
+    drainers = (
+        "ps -aq --filter label=com.bigeye.orchestrator.compose-project=bigeye-test "
+        "--filter label=com.bigeye.orchestrator.drains-version"
+    )
     assert host.docker_calls() == [
         f"{base} ps",
+        drainers,  # status lists them
         f"ps -a --filter label=com.docker.compose.project.working_dir={host.path} --format "
         '{{.Label "com.docker.compose.project"}}\t{{.Names}}',
         f"{base} logs -f bigeye-agent-orchestrator",
         f"{base} logs",
         f"{base} up -d",
+        drainers,  # up resumes them
+        drainers,  # down stops them first
         f"{base} down",
     ]
     assert host.run("compose", "status", FAKE_COMPOSE_EXIT="1") == 1

@@ -1,0 +1,197 @@
+"""Worker Deployment Versioning across `compose upgrade`: a run started by release N is finished
+by N even when N+1 changes the job workflow incompatibly, through N's drainer; N+1 takes every
+new run; the drainer survives a crash and leaves once it has nothing left."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from orchestrator.contract import job_workflow_id
+from tests.e2e.conftest import DEMO_IMAGE, Cloud, HostDir, run
+from tests.e2e.test_migrate import cloud_host
+from tests.e2e.test_register import become_healthy, finished_run
+from tests.waiting import wait_for
+from workflows.agent_job import AgentJobRun
+
+pytestmark = pytest.mark.e2e
+HERE = Path(__file__).parent
+NEXT = "0.1.98"
+
+REPLAY = """
+import asyncio, sys
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from workflows.agent_job import AgentJobRun
+
+async def main() -> None:
+    history = WorkflowHistory.from_json("run", sys.stdin.read())
+    replayer = Replayer(workflows=[AgentJobRun], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    failure = result.replay_failure
+    print("replayed" if failure is None else f"{type(failure).__name__}: {failure}")
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def build_incompatible(tag: str, version: str) -> None:
+    done = run(["docker", "build", "-q", "--build-arg", f"FROM_IMAGE={tag}", "--build-arg",
+                f"NEXT_VERSION={version}", "-t", tag, "-f",
+                str(HERE / "incompatible-version.Dockerfile"), str(HERE)])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def histories(cloud: Cloud, job_id: str) -> list[WorkflowHistory]:
+    """Every run of the job's workflow, oldest first."""
+
+    async def fetch() -> list[WorkflowHistory]:
+        endpoints = cloud.endpoints
+        client = await Client.connect(
+            endpoints["temporal_plain_address"], namespace=endpoints["namespace"]
+        )
+        found = [
+            e async for e in client.list_workflows(f"WorkflowId = '{job_workflow_id(job_id)}'")
+        ]
+        found.sort(key=lambda e: e.start_time)
+        return [
+            await client.get_workflow_handle(e.id, run_id=e.run_id).fetch_history() for e in found
+        ]
+
+    return asyncio.run(fetch())
+
+
+def completed_by(events: WorkflowHistory) -> set[str]:
+    """The build ids of the workers that completed the run's workflow tasks."""
+    found = set()
+    for event in events.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            attrs = event.workflow_task_completed_event_attributes
+            found.add(attrs.deployment_version.build_id or attrs.worker_deployment_version)
+    return found
+
+
+def timers(events: WorkflowHistory) -> int:
+    return sum(e.event_type == EventType.EVENT_TYPE_TIMER_STARTED for e in events.events)
+
+
+def replay_in(image: str, events: WorkflowHistory) -> str:
+    done = subprocess.run(
+        ["docker", "run", "--rm", "-i", "--network", "none", "--entrypoint", "python", image,
+         "-c", REPLAY],
+        input=events.to_json(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def drainers(host: HostDir) -> list[dict[str, Any]]:
+    done = host.agent_cli("compose", "status", "--json")
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout)["drainers"])
+
+
+def inspect(name: str) -> dict[str, Any]:
+    done = run(["docker", "inspect", name])
+    return dict(json.loads(done.stdout)[0]) if done.returncode == 0 else {}
+
+
+def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_started_it(
+    cloud: Cloud, make_host_dir: Any
+) -> None:
+    channel = f"bigeyedata/agent-orchestrator:e2e-{uuid.uuid4().hex[:8]}"
+    assert run(["docker", "tag", "bigeyedata/agent-orchestrator:dev", channel]).returncode == 0
+    try:
+        host = make_host_dir(cloud=cloud, first_host_keys=True)
+        host.extra_env["BIGEYE_ORCHESTRATOR_IMAGE"] = channel
+        assert host.register(f"datahealth={DEMO_IMAGE}").returncode == 0
+        become_healthy(cloud, host)
+        before = cloud_host(cloud, host.host_id)["orchestrator_version"]
+        config_path = host.path / "bigeye_agent.yml"
+        config = yaml.safe_load(config_path.read_text())
+        config["agents"]["datahealth"]["env"] = {"DEMO_SLEEP_SECONDS": "25"}  # to outlive it
+        config_path.write_text(yaml.safe_dump(config))
+        since = time.time() - 1
+        code, started, err = cloud.run_job(
+            host.host_id, "datahealth", "file_name=a.yml", wait=False
+        )
+        assert code == 0 and started is not None, err
+        wait_for(host.job_containers, 60, "the job's container")
+
+        build_incompatible(channel, NEXT)
+        done = host.agent_cli("compose", "upgrade")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"upgraded the orchestrator: {before} → {NEXT}" in done.stdout, done.stdout
+        drainer = f"{host.project}-drain-{before}"
+        assert f"orchestrator {before} finishes the runs it started in {drainer}" in done.stdout
+        assert [d["name"] for d in drainers(host)] == [drainer]
+
+        # a crash of the drainer: Docker's restart policy brings it back
+        pid = wait_for(lambda: inspect(drainer).get("State", {}).get("Pid"), 30, "its process")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                inspect(drainer).get("RestartCount", 0) >= 1
+                and inspect(drainer)["State"]["Running"]
+            ),
+            60,
+            "Docker to restart the drainer",
+        )
+
+        finished = wait_for(lambda: finished_run(cloud, started["run_id"]), 180, "the old run")
+        assert finished["status"] == "succeeded", finished
+        assert finished["result"]["orchestrator_version"] == before, finished
+        created = run([
+            "docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
+            "--filter", "event=create",
+            "--filter", f"label=com.bigeye.orchestrator.run-id={started['run_id']}",
+            "--format", "{{.ID}}",
+        ]).stdout.split()  # fmt: skip
+        assert len(created) == 1, created
+
+        code, later, err = cloud.run_job(host.host_id, "datahealth", "file_name=b.yml", wait=True)
+        assert code == 0 and later is not None, err
+        assert later["status"] == "succeeded", later
+        assert later["result"]["orchestrator_version"] == NEXT, later
+
+        assert later["job_id"] == started["job_id"]  # two runs of one job: one workflow id
+        old_run, new_run = histories(cloud, started["job_id"])
+        assert completed_by(old_run) == {before}, completed_by(old_run)
+        assert completed_by(new_run) == {NEXT}, completed_by(new_run)
+        assert timers(old_run) == 0 and timers(new_run) >= 1  # N+1's workflow is the changed one
+        # the change is incompatible: N+1's code cannot replay the run N started; N's can
+        assert "NondeterminismError" in replay_in(channel, old_run)
+        replayed = asyncio.run(
+            Replayer(
+                workflows=[AgentJobRun], data_converter=pydantic_data_converter
+            ).replay_workflow(old_run, raise_on_replay_failure=False)
+        )
+        assert replayed.replay_failure is None, replayed.replay_failure
+
+        # nothing left for the old release: its drainer exits 0, the next upgrade removes it
+        wait_for(lambda: drainers(host)[0]["finished"], 120, "the drainer to finish")
+        assert inspect(drainer)["State"]["ExitCode"] == 0
+        again = host.agent_cli("compose", "upgrade")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"removed {drainer}" in again.stdout and drainers(host) == []
+        assert f"the orchestrator is up to date ({NEXT})" in again.stdout
+    finally:
+        subprocess.run(["docker", "rmi", "-f", channel], capture_output=True)
