@@ -133,10 +133,36 @@ def logs(host_dir: Path, env: Mapping[str, str], service: str | None, follow: bo
     run(host_dir, env, args, "compose logs")
 
 
-def up(host_dir: Path, env: Mapping[str, str]) -> None:
+def up(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
     require_enabled(host_dir)
-    run(host_dir, env, ["up", "-d"], "compose up")
+    apply(host_dir, env, "compose up", out)
+
+
+def apply(
+    host_dir: Path, env: Mapping[str, str], action: str, out: Print = print
+) -> tuple[str | None, str | None]:
+    """`docker compose up -d`, the one way every command (up, upgrade, sync, register) brings
+    the stack to what its file says. When that replaces the orchestrator with another release,
+    the old one first gets a drainer (drainer.py), created before anything changes so that a
+    failure changes nothing. Returns the orchestrator's version before and after."""
+    before = orchestrator_release(host_dir, env)
+    old = before.version if before is not None else None
+    draining = before is not None and drainer.needs_drainer(before, image_version(host_dir, env))
+    if before is not None and draining:
+        problem = drainer.create(before, project(env), env)
+        if problem is not None:
+            raise CliError(m.DRAINER_NOT_CREATED, version=old, detail=problem, action=action)
+    run(host_dir, env, ["up", "-d"], action)
+    after = running_version(host_dir, env)
+    for name in drainer.retire(project(env), env, keep_version=after):
+        out(f"removed {name} (nothing left for it to drain)")
     drainer.resume_all(project(env), env)
+    if before is not None and draining:
+        problem = drainer.start(before, project(env), env)
+        if problem is not None:
+            raise CliError(m.DRAINER_NOT_STARTED, version=old, detail=problem)
+        out(m.DRAINING.format(version=old, name=drainer.drainer_name(project(env), str(old))))
+    return old, after
 
 
 def down(host_dir: Path, env: Mapping[str, str]) -> None:
@@ -160,9 +186,10 @@ def images(host_dir: Path) -> list[str]:
 
 def orchestrator_release(host_dir: Path, env: Mapping[str, str]) -> drainer.Release | None:
     """The orchestrator container of the stack as `docker inspect` shows it, and the version
-    its image carries (its OCI label); None when it is not there."""
+    its image carries (its OCI label); None when it is not there. A stopped container counts:
+    runs its release started still need a drainer across an upgrade."""
     done = checks.docker(
-        ["ps", "-q", "--filter", f"label={COMPOSE_LABEL}={project(env)}",
+        ["ps", "-aq", "--filter", f"label={COMPOSE_LABEL}={project(env)}",
          "--filter", f"label=com.docker.compose.service={ORCHESTRATOR_SERVICE}"],
         env,
     )  # fmt: skip
@@ -191,27 +218,12 @@ def upgrade(host_dir: Path, env: Mapping[str, str], out: Print = print) -> None:
     """Pull the channel's images, recreate what changed; job containers keep running, and the
     runs the old release started are finished by its drainer (see drainer.py)."""
     require_enabled(host_dir)
-    before = orchestrator_release(host_dir, env)
     if run(host_dir, env, ["pull"], "compose upgrade", check=False) != 0:
         for image in images(host_dir):
             if checks.docker(["image", "inspect", image], env).returncode != 0:
                 raise CliError(m.PULL_FAILED_MISSING, image=image)
         out(m.PULL_FAILED_LOCAL)
-    old = before.version if before is not None else None
-    draining = before is not None and drainer.needs_drainer(before, image_version(host_dir, env))
-    if before is not None and draining:
-        problem = drainer.create(before, project(env), env)
-        if problem is not None:  # nothing has changed yet
-            raise CliError(m.DRAINER_NOT_CREATED, version=old, detail=problem)
-    run(host_dir, env, ["up", "-d"], "compose upgrade")
-    after = running_version(host_dir, env)
-    for name in drainer.retire(project(env), env, keep_version=after):
-        out(f"removed {name} (nothing left for it to drain)")
-    if before is not None and draining:
-        problem = drainer.start(before, project(env), env)
-        if problem is not None:
-            raise CliError(m.DRAINER_NOT_STARTED, version=old, detail=problem)
-        out(m.DRAINING.format(version=old, name=drainer.drainer_name(project(env), str(old))))
+    old, after = apply(host_dir, env, "compose upgrade", out)
     if old == after:
         out(f"the orchestrator is up to date ({after or 'unknown version'})")
     else:

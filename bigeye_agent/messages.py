@@ -191,7 +191,7 @@ PULL_FAILED_MISSING = (
 )
 DRAINER_NOT_CREATED = (
     "cannot create the drainer that finishes the runs orchestrator {version} started ({detail}): "
-    "nothing was changed; fix the cause, then re-run bigeye-agent compose upgrade"
+    "nothing was changed; fix the cause, then re-run bigeye-agent {action}"
 )
 DRAINER_NOT_STARTED = (
     "the stack was upgraded but the drainer of orchestrator {version} did not start ({detail}): "

@@ -238,7 +238,7 @@ def register(
         compose.keep_existing_stack(host_dir, checked.existing_stack, out)
     out(f"wrote {compose.render(host_dir, config, env, reg.server_name, rootless)}")
     out(identity.describe(host_dir))
-    compose.run(host_dir, env, ["up", "-d"], "compose up")
+    compose.apply(host_dir, env, "compose up", out)
     out(f"started the stack: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")
     _next_steps(host_dir, opts.host_id, config, out)
 

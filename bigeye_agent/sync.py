@@ -65,7 +65,7 @@ def sync(
     out(f"wrote {compose.render(host_dir, config, env, config.orchestrator.temporal.server_name)}")
     client.put_agents(host_id, managed, installed)
     out(f"pushed the agent set of {host_id} to {url}")
-    compose.run(host_dir, env, ["up", "-d"], "sync")
+    compose.apply(host_dir, env, "sync", out)
     out(f"applied: {' '.join(compose.compose_argv(host_dir, env, 'up', '-d'))}")
     summary.update(pushed=True, bigeye_url=url)
     return summary

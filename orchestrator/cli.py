@@ -10,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
@@ -137,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fatal = [line for line in problems if not line.startswith(WARNING)]
         if not fatal:
             print("ok: settings and certificates valid, Temporal and Docker reachable")
-        return 1 if fatal else 0
+        leave_without_finalizing(1 if fatal else 0)
 
     try:
         settings, _ = load_settings()
@@ -152,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"bigeye-orchestrator: {exc}", file=sys.stderr)
         code = 1
-    # The Temporal core's threads (log forwarding among them) may still call into Python while
-    # the interpreter finalizes, which aborts the process (SIGABRT) on a clean shutdown: flush
-    # what we wrote and leave without finalizing.
+    leave_without_finalizing(code)
+
+
+def leave_without_finalizing(code: int) -> NoReturn:
+    """The Temporal core's threads (log forwarding, a connection being dropped) may still call
+    into Python while the interpreter finalizes, which aborts the process (SIGABRT, in about one
+    `check` of eight on a busy machine): flush what was written and leave without finalizing."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -180,6 +180,12 @@ class Host:
     def docker_calls(self) -> list[str]:
         return self.log.read_text().splitlines() if self.log.exists() else []
 
+    def changing_calls(self) -> list[str]:
+        """The docker calls without the looks at the stack's state (which orchestrator and
+        which drainers exist) that precede and follow every `compose up -d`."""
+        looks = ("ps -aq ", "inspect ", "image inspect --format ")
+        return [call for call in self.docker_calls() if not call.startswith(looks)]
+
     @property
     def config(self) -> Path:
         return self.path / "bigeye_agent.yml"
@@ -294,7 +300,7 @@ def test_register_fresh_host(make_host: Any, cloud: FakeBigeye, capsys: Any) -> 
     assert env["BIGEYE_TLS_SERVER_NAME"] == "host.docker.internal"
     assert env["BIGEYE_TLS_CA"] == "/etc/bigeye/agent_config/bigeye_workflows_ca.pem"
     compose_file = host.path / COMPOSE_FILE_NAME
-    assert host.docker_calls() == [
+    assert host.changing_calls() == [
         "compose version",
         "ps",
         "info --format {{json .SecurityOptions}}",
@@ -537,6 +543,10 @@ def test_compose_commands_wrap_docker_compose(make_host: Any, capsys: Any) -> No
         "ps -aq --filter label=com.bigeye.orchestrator.compose-project=bigeye-test "
         "--filter label=com.bigeye.orchestrator.drains-version"
     )
+    orchestrator = (
+        "ps -aq --filter label=com.docker.compose.project=bigeye-test "
+        "--filter label=com.docker.compose.service=bigeye-agent-orchestrator"
+    )
     assert host.docker_calls() == [
         f"{base} ps",
         drainers,  # status lists them
@@ -544,8 +554,11 @@ def test_compose_commands_wrap_docker_compose(make_host: Any, capsys: Any) -> No
         '{{.Label "com.docker.compose.project"}}\t{{.Names}}',
         f"{base} logs -f bigeye-agent-orchestrator",
         f"{base} logs",
+        orchestrator,  # which release runs before (none here: no drainer to create)
         f"{base} up -d",
-        drainers,  # up resumes them
+        orchestrator,  # and after
+        drainers,  # up retires the finished ones
+        drainers,  # and resumes the others
         drainers,  # down stops them first
         f"{base} down",
     ]
@@ -596,7 +609,7 @@ def test_sync_pushes_the_agent_set_and_applies(make_host: Any, cloud: FakeBigeye
     )
     assert cloud.hosts["prod-agent-01"]["managed_agents"] == ["datahealth", "lineage_plus"]
     assert (host.path / COMPOSE_FILE_NAME).is_file()
-    assert host.docker_calls() == [
+    assert host.changing_calls() == [
         "info --format {{json .SecurityOptions}}",
         f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d",
     ]
@@ -867,7 +880,7 @@ def test_install_on_a_registered_host_syncs(make_host: Any, cloud: FakeBigeye) -
     assert host.run("install", "external_monitors", "--image", "img:2", "--yes") == 0
     assert cloud.hosts["prod-agent-01"]["managed_agents"] == ["datahealth", "external_monitors"]
     assert (
-        host.docker_calls()[-1]
+        host.changing_calls()[-1]
         == f"compose -f {host.path / COMPOSE_FILE_NAME} -p bigeye-test up -d"
     )
 
