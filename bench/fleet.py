@@ -1,0 +1,1025 @@
+"""`python -m bench.fleet`: Bigeye's side of a fleet, N simulated orchestrators in one process.
+
+One Temporal dev server (its own, on a temporary sqlite file) and devcloud's own `AgentHeartbeat`
+worker (`devcloud.control_plane`, recording into a temporary `cloud.db`, in a child process so
+that its CPU is counted apart). Every simulated host runs the orchestrator's own heartbeat loop
+(`orchestrator.heartbeat.heartbeat_loop`: signal-with-start of `AgentHeartbeat`) with a
+`HostStatus` built as `HostActivities.collect` builds it for an idle host, at one beat per 30 s
+divided by `--compress`, each from a random phase.
+
+The first `--ping-hosts` hosts also answer `HostPing` the way the orchestrator does: the real
+workflow and activity on the host's task queue, the host a worker deployment whose version is
+made current. More hosts cannot do so on a default server: it registers at most 100 worker
+deployments per namespace (`matching.maxDeployments`), see docs/scale.md.
+
+The fleet grows step by step (`--hosts 100,500,1000`): a step's hosts are the first N, so the
+hosts of the previous step keep their `AgentHeartbeat` runs. Each step waits until every host
+has delivered a beat, measures for `--duration` seconds, stops the beats, waits until devcloud
+has recorded every acknowledged one, then reads the histories of a sample of hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import platform
+import random
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+import structlog
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.hoststatus import HostActivities
+from devcloud import db
+from devcloud.control_plane import control_plane_worker
+from devcloud.temporal_server import DevServerConfig, find_temporal_binary, pick_port, probe
+from orchestrator.contract import (
+    DEFAULT_NAMESPACE,
+    HEARTBEAT_WORKFLOW_TYPE,
+    HOST_PING_WORKFLOW_TYPE,
+    DockerStatus,
+    HostStatus,
+    WorkerStatus,
+    heartbeat_workflow_id,
+    task_queue,
+)
+from orchestrator.heartbeat import heartbeat_loop, send_heartbeat
+from orchestrator.pauses import pause
+from orchestrator.version import VERSION
+from orchestrator.versioning import deployment_config
+from orchestrator.worker import claim_loop
+from workflows.host_ping import HostPing
+
+HEARTBEAT_SECONDS: Final = 30.0  # the orchestrator's default interval (design §3)
+RESULTS: Final = Path(__file__).with_name("fleet-results.md")
+DEFAULT_HOSTS: Final = (100, 500, 1000)
+DEFAULT_COMPRESS: Final = 10.0
+DEFAULT_DURATION: Final = 60.0
+DEFAULT_PING_HOSTS: Final = 100  # the default server's worker deployments per namespace
+DEFAULT_SAMPLE: Final = 50
+MANAGED_AGENTS: Final = ("datahealth", "external_monitors", "lineage_plus")
+DOCKER_VERSION: Final = "27.5.1"
+SLOTS_MAX: Final = 8
+PING_EVERY_SECONDS: Final = 1.0
+PING_TIMEOUT: Final = timedelta(seconds=30)
+READY_SECONDS: Final = 90.0
+CLAIM_SECONDS: Final = 240.0
+DRAIN_CAP_SECONDS: Final = 120.0
+DRAIN_STALL_SECONDS: Final = 15.0
+PROBE_BEATS_PER_SECOND: Final = 10.0
+PROBE_MAX_BEATS: Final = 1200
+HISTORY_FETCHES_AT_ONCE: Final = 4
+_PR_SET_PDEATHSIG: Final = 1
+
+log = structlog.get_logger("bench.fleet")
+
+
+# ---- pure pieces ----------------------------------------------------------------------------
+
+
+def beat_interval(compress: float) -> float:
+    """Seconds between two beats of one host: the real 30 s, compressed in time."""
+    if compress <= 0:
+        raise ValueError("--compress must be positive")
+    return HEARTBEAT_SECONDS / compress
+
+
+def phase_offsets(count: int, every: float, rng: random.Random) -> list[float]:
+    """Each host's first beat, uniform in [0, every): hosts that start together do not beat
+    in lockstep, as real hosts started at unrelated times do not."""
+    return [rng.random() * every for _ in range(count)]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0…100): always one of the measured values."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
+    return ordered[int(rank) - 1]
+
+
+@dataclass(frozen=True)
+class Summary:
+    count: int
+    p50: float
+    p99: float
+    max: float
+
+
+def summarize(values: Sequence[float]) -> Summary | None:
+    if not values:
+        return None
+    return Summary(len(values), percentile(values, 50), percentile(values, 99), max(values))
+
+
+def cpu_percent(ticks: int, seconds: float, ticks_per_second: int) -> float:
+    """CPU ticks spent over a wall-clock window, as % of one core."""
+    return 100.0 * ticks / ticks_per_second / seconds if seconds > 0 else 0.0
+
+
+def parse_time(text: str) -> float:
+    """An RFC 3339 timestamp (`Z` or an offset) as epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def rfc3339(moment: datetime) -> str:
+    """As `HostActivities.collect` stamps `sent_at`."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def latency_ms(sent_at: str, received_at: str) -> float:
+    return (parse_time(received_at) - parse_time(sent_at)) * 1000.0
+
+
+def ms_pair(summary: Summary | None) -> str:
+    """`p50 / p99` in milliseconds, or a dash when nothing was measured."""
+    if summary is None:
+        return "-"
+    return f"{summary.p50:.0f} / {summary.p99:.0f}"
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table; every column but the first is right-aligned (they are figures)."""
+    aligns = ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row has {len(row)} cells, table has {len(headers)} columns")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# ---- what one step measured -----------------------------------------------------------------
+
+
+@dataclass
+class HistoryStats:
+    """What the sampled `AgentHeartbeat` histories say about the measured window."""
+
+    hosts: int = 0
+    events: int = 0
+    bytes: int = 0
+    beats: int = 0  # recording activities completed in the window
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class StepResult:
+    hosts: int
+    window_seconds: float
+    beats_in_window: int
+    server_cpu: float
+    control_plane_cpu: float
+    simulator_cpu: float
+    machine_cpu: float  # every process on the machine, so that other load is visible
+    server_rss_mib: float
+    simulator_rss_mib: float
+    rpc: Summary | None
+    delivery: Summary | None
+    history: HistoryStats
+    continued_as_new: int
+    acknowledged: int
+    failed: int
+    recorded: int
+    pings_sent: int
+    pings: Summary | None
+    db_bytes: int
+    warmup_seconds: float
+    late_hosts: int  # hosts without a delivered beat when the window opened
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.acknowledged - self.recorded)
+
+
+COST_HEADERS: Final = (
+    "hosts",
+    "beats/s",
+    "server CPU % of a core",
+    "AgentHeartbeat worker CPU %",
+    "simulator CPU %",
+    "machine CPU % (all processes)",
+    "server RSS MiB",
+    "simulator RSS MiB",
+    "events / beat",
+    "history bytes / beat",
+    "sqlite bytes / beat",
+)
+DELIVERY_HEADERS: Final = (
+    "hosts",
+    "signal RPC p50 / p99 ms",
+    "send → recorded p50 / p99 ms",
+    "acknowledged",
+    "failed sends",
+    "recorded",
+    "lost",
+    "continue-as-new / host",
+    "pings ok / sent",
+    "ping p50 / p99 ms",
+)
+
+
+def cost_row(step: StepResult) -> list[str]:
+    h = step.history
+    return [
+        f"{step.hosts:,}",
+        f"{step.beats_in_window / step.window_seconds:.1f}",
+        f"{step.server_cpu:.1f}",
+        f"{step.control_plane_cpu:.1f}",
+        f"{step.simulator_cpu:.1f}",
+        f"{step.machine_cpu:.1f}",
+        f"{step.server_rss_mib:.0f}",
+        f"{step.simulator_rss_mib:.0f}",
+        f"{h.events / h.beats:.2f}" if h.beats else "-",
+        f"{h.bytes / h.beats:,.0f}" if h.beats else "-",
+        f"{step.db_bytes / step.recorded:,.0f}" if step.recorded else "-",
+    ]
+
+
+def delivery_row(step: StepResult) -> list[str]:
+    pings_ok = step.pings.count if step.pings else 0
+    return [
+        f"{step.hosts:,}",
+        ms_pair(step.rpc),
+        ms_pair(step.delivery),
+        f"{step.acknowledged:,}",
+        f"{step.failed:,}",
+        f"{step.recorded:,}",
+        f"{step.lost:,}",
+        f"{step.continued_as_new / step.hosts:.3f}",
+        f"{pings_ok} / {step.pings_sent}",
+        ms_pair(step.pings),
+    ]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One host beating fast until its `AgentHeartbeat` run continued as new."""
+
+    beats_sent: int
+    beats_in_run: int
+    events_in_run: int
+    bytes_in_run: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Setup:
+    every: float
+    compress: float
+    duration: float
+    ping_hosts: int
+    sample: int
+    claim_seconds: float
+    claimed: int
+
+
+# ---- the machine ----------------------------------------------------------------------------
+
+
+def proc_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks() -> int:
+    """Busy ticks of every CPU (all of /proc/stat's first line but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4]
+
+
+def self_ticks() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round((usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK"))
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine_description() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem_kib / 1024 / 1024:.1f} GiB RAM, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def versions(binary: Path) -> str:
+    cli = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout.strip()
+    return f"{cli}; temporalio SDK {package_version('temporalio')}"
+
+
+@dataclass
+class CpuClock:
+    """CPU counters of the processes that matter, read at the start and end of a window."""
+
+    server_pid: int
+    control_plane_pid: int
+    started: float = 0.0
+    marks: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    def read(self) -> tuple[int, int, int, int]:
+        return (
+            proc_ticks(self.server_pid),
+            proc_ticks(self.control_plane_pid),
+            self_ticks(),
+            machine_ticks(),
+        )
+
+    def start(self) -> None:
+        self.started, self.marks = time.monotonic(), self.read()
+
+    def stop(self) -> tuple[float, list[float]]:
+        """Seconds elapsed and the % of one core of server, worker, simulator, machine."""
+        seconds = time.monotonic() - self.started
+        tick = os.sysconf("SC_CLK_TCK")
+        ends = self.read()
+        return seconds, [
+            cpu_percent(b - a, seconds, tick) for a, b in zip(self.marks, ends, strict=True)
+        ]
+
+
+# ---- the processes: dev server and the AgentHeartbeat worker ---------------------------------
+
+
+def _die_with_parent() -> None:
+    """In a child before exec: SIGTERM when the bench dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_server(work: Path, output: TextIO) -> tuple[DevServerConfig, subprocess.Popen[Any]]:
+    port = pick_port()
+    config = DevServerConfig(
+        binary=find_temporal_binary(),
+        db_file=work / "temporal.db",
+        port=port,
+        ui_port=pick_port(exclude=frozenset({port})),
+    )
+    proc = subprocess.Popen(
+        config.command(),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent,
+    )
+    return config, proc
+
+
+async def wait_server(config: DevServerConfig, proc: subprocess.Popen[Any]) -> None:
+    """Until the frontend answers for the namespace (not a fixed sleep: a slow start waits)."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"bench.fleet: the Temporal dev server exited ({proc.returncode})")
+        try:
+            await probe(config.address, config.namespace, within=2.0)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench.fleet: the Temporal dev server did not answer") from None
+            await asyncio.sleep(0.2)
+
+
+async def start_control_plane(address: str, state_dir: Path) -> asyncio.subprocess.Process:
+    """devcloud's `AgentHeartbeat` worker in a child process; returns once it polls."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.fleet", "--control-plane", str(state_dir),
+        "--address", address,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        preexec_fn=_die_with_parent,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
+    if line.strip() != b"ready":
+        raise SystemExit(f"bench.fleet: the AgentHeartbeat worker did not start: {line!r}")
+    return proc
+
+
+async def serve_control_plane(address: str, state_dir: Path) -> None:
+    """The child: devcloud's own worker and store, as `bigeye-cloud-dev server` builds them."""
+    conn = db.connect(state_dir)
+    client = await Client.connect(address, namespace=DEFAULT_NAMESPACE)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with control_plane_worker(client, conn):
+        print("ready", flush=True)
+        await stop.wait()
+    conn.close()
+
+
+async def stop_child(proc: asyncio.subprocess.Process, grace: float = 15.0) -> None:
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+# ---- the simulated hosts --------------------------------------------------------------------
+
+
+def idle_host_status(host_id: str) -> HostStatus:
+    """What `HostActivities.collect` reports for a healthy idle host with three agents."""
+    return HostStatus(
+        host_id=host_id,
+        sent_at=rfc3339(datetime.now(UTC)),
+        orchestrator_version=VERSION,
+        build_id=VERSION,
+        managed_agents=list(MANAGED_AGENTS),
+        running_runs=[],
+        docker=DockerStatus(reachable=True, version=DOCKER_VERSION),
+        worker=WorkerStatus(polling=True, slots_used=0, slots_max=SLOTS_MAX),
+    )
+
+
+class SimulatedHost(HostActivities):
+    """A host whose status needs no Docker engine or config file.
+
+    The inherited `host_status` activity (the one `HostPing` runs) calls this `collect`, as the
+    heartbeat loop does; nothing else of `HostActivities` is used, so its state is not set up.
+    """
+
+    def __init__(self, host_id: str) -> None:
+        self.host_id = host_id
+
+    async def collect(self) -> HostStatus:
+        return idle_host_status(self.host_id)
+
+
+def host_ids(count: int) -> list[str]:
+    return [f"fleet-host-{i:05d}" for i in range(count)]
+
+
+@dataclass
+class Tally:
+    """Every beat the simulated hosts sent: when, how long the signal RPC took, delivered."""
+
+    hosts: int
+    sent: list[tuple[float, float, bool]] = field(default_factory=list)
+    delivered_hosts: set[str] = field(default_factory=set)
+    all_delivered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_beat(self, delivered: bool, status: HostStatus | None) -> None:
+        if status is None:
+            return
+        sent = parse_time(status.sent_at)
+        self.sent.append((sent, (time.time() - sent) * 1000.0, delivered))
+        if delivered:
+            self.delivered_hosts.add(status.host_id)
+            if len(self.delivered_hosts) >= self.hosts:
+                self.all_delivered.set()
+
+    def acknowledged(self) -> int:
+        return sum(1 for _, _, ok in self.sent if ok)
+
+    def failed(self) -> int:
+        return sum(1 for _, _, ok in self.sent if not ok)
+
+    def in_window(self, start: float, end: float) -> list[tuple[float, float, bool]]:
+        return [beat for beat in self.sent if start <= beat[0] < end]
+
+
+async def beat_from(
+    client: Client, host_id: str, offset: float, every: float, stop: asyncio.Event, tally: Tally
+) -> None:
+    """One host: its phase, then the orchestrator's own heartbeat loop."""
+    await pause(stop, offset)
+    if not stop.is_set():
+        await heartbeat_loop(client, SimulatedHost(host_id), every, stop, tally.on_beat)
+
+
+def ping_worker(client: Client, host_id: str, executor: ThreadPoolExecutor) -> Worker:
+    """The orchestrator's `HostPing` half: the real workflow and activity, on the host's
+    task queue, in the host's worker deployment (as `orchestrator.worker.build_workers`)."""
+    return Worker(
+        client,
+        task_queue=task_queue(host_id),
+        workflows=[HostPing],
+        activities=[SimulatedHost(host_id).host_status],
+        deployment_config=deployment_config(host_id, VERSION),
+        workflow_task_executor=executor,  # one pool for all: a thread pool per host is waste
+        identity=f"bigeye-orchestrator@{host_id}",
+    )
+
+
+async def ping(client: Client, host_id: str) -> float | None:
+    """Bigeye's `HostPing` of one host: the round trip in ms, None when it failed."""
+    began = time.perf_counter()
+    try:
+        status = await client.execute_workflow(
+            HOST_PING_WORKFLOW_TYPE,
+            id=f"fleet-ping-{uuid.uuid4().hex[:12]}",
+            task_queue=task_queue(host_id),
+            execution_timeout=PING_TIMEOUT,
+        )
+    except Exception:
+        return None
+    if not isinstance(status, dict) or status.get("host_id") != host_id:
+        return None
+    return (time.perf_counter() - began) * 1000.0
+
+
+async def ping_until(
+    client: Client, hosts: Sequence[str], stop: asyncio.Event, rng: random.Random
+) -> tuple[int, list[float]]:
+    """One ping a second to a random pingable host until `stop`; (sent, round trips)."""
+    pending: list[asyncio.Task[float | None]] = []
+    while not stop.is_set():
+        pending.append(asyncio.create_task(ping(client, rng.choice(hosts))))
+        await pause(stop, PING_EVERY_SECONDS)
+    results = await asyncio.gather(*pending)
+    return len(pending), [r for r in results if r is not None]
+
+
+# ---- reading what devcloud recorded ---------------------------------------------------------
+
+
+def recorded_total(conn: sqlite3.Connection, hosts: Sequence[str]) -> int:
+    """Heartbeats devcloud's recording activity stored for these hosts (its `received`)."""
+    wanted = set(hosts)
+    rows = conn.execute("SELECT host_id, received FROM heartbeats").fetchall()
+    return sum(int(row[1]) for row in rows if row[0] in wanted)
+
+
+async def drain(conn: sqlite3.Connection, hosts: Sequence[str], before: int, expected: int) -> int:
+    """Until devcloud has recorded every acknowledged beat, or nothing moved for a while."""
+    deadline = time.monotonic() + DRAIN_CAP_SECONDS
+    last, moved_at = -1, time.monotonic()
+    while True:
+        recorded = recorded_total(conn, hosts) - before
+        now = time.monotonic()
+        if recorded != last:
+            last, moved_at = recorded, now
+        if recorded >= expected or now - moved_at > DRAIN_STALL_SECONDS or now > deadline:
+            return recorded
+        await asyncio.sleep(0.5)
+
+
+def db_size(path: Path) -> int:
+    """The dev server's sqlite store with its write-ahead log."""
+    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+
+
+def event_seconds(event: HistoryEvent) -> float:
+    return event.event_time.seconds + event.event_time.nanos / 1e9
+
+
+def history_window(
+    events: Sequence[HistoryEvent], client: Client, start: float, end: float
+) -> HistoryStats:
+    """Events and bytes written in [start, end), the beats recorded then, and each beat's
+    send → recorded latency (`sent_at` in the activity's input, the receive time it returns)."""
+    stats = HistoryStats(hosts=1)
+    converter = client.data_converter.payload_converter
+    sent_at: dict[int, str] = {}
+    for event in events:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            payloads = event.activity_task_scheduled_event_attributes.input.payloads
+            record = converter.from_payloads(payloads)[0]
+            sent_at[event.event_id] = str(record["status"]["sent_at"])
+        in_window = start <= event_seconds(event) < end
+        if in_window:
+            stats.events += 1
+            stats.bytes += event.ByteSize()
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and in_window:
+            attrs = event.activity_task_completed_event_attributes
+            received = str(converter.from_payloads(attrs.result.payloads)[0])
+            stats.beats += 1
+            if attrs.scheduled_event_id in sent_at:
+                stats.latencies_ms.append(latency_ms(sent_at[attrs.scheduled_event_id], received))
+    return stats
+
+
+async def sample_histories(
+    client: Client, hosts: Sequence[str], start: float, end: float
+) -> HistoryStats:
+    total = HistoryStats()
+    gate = asyncio.Semaphore(HISTORY_FETCHES_AT_ONCE)
+
+    async def one(host_id: str) -> HistoryStats:
+        async with gate:
+            history = await client.get_workflow_handle(
+                heartbeat_workflow_id(host_id)
+            ).fetch_history()
+        return history_window(history.events, client, start, end)
+
+    for stats in await asyncio.gather(*(one(h) for h in hosts)):
+        total.hosts += stats.hosts
+        total.events += stats.events
+        total.bytes += stats.bytes
+        total.beats += stats.beats
+        total.latencies_ms.extend(stats.latencies_ms)
+    return total
+
+
+async def continued_as_new(client: Client) -> int:
+    query = f"WorkflowType = '{HEARTBEAT_WORKFLOW_TYPE}' AND ExecutionStatus = 'ContinuedAsNew'"
+    return (await client.count_workflows(query)).count
+
+
+# ---- one step: N hosts beating --------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    client: Client
+    conn: sqlite3.Connection
+    server: subprocess.Popen[Any]
+    db_file: Path
+    clock: CpuClock
+    every: float
+    duration: float
+    sample: int
+    pingable: list[str]
+    rng: random.Random
+
+
+async def wait_first_beats(tally: Tally, within: float) -> int:
+    """Until every host delivered a beat (its workflow exists); returns how many have not."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            await tally.all_delivered.wait()
+    return tally.hosts - len(tally.delivered_hosts)
+
+
+async def measure_window(bench: Bench) -> tuple[float, list[float], int, list[float]]:
+    """The window proper: CPU of every process, and pings; (seconds, CPU %, pings, trips)."""
+    stop = asyncio.Event()
+    bench.clock.start()
+    pinger = asyncio.create_task(ping_until(bench.client, bench.pingable, stop, bench.rng))
+    await asyncio.sleep(bench.duration)  # the measured span itself, not a synchronisation
+    seconds, cpu = bench.clock.stop()
+    stop.set()
+    pings_sent, round_trips = await pinger
+    return seconds, cpu, pings_sent, round_trips
+
+
+async def run_step(bench: Bench, count: int) -> StepResult:
+    hosts = host_ids(count)
+    before, cans_before, db_before = (
+        recorded_total(bench.conn, hosts),
+        await continued_as_new(bench.client),
+        db_size(bench.db_file),
+    )
+    tally, stop = Tally(count), asyncio.Event()
+    offsets = phase_offsets(count, bench.every, bench.rng)
+    beating = [
+        asyncio.create_task(beat_from(bench.client, h, o, bench.every, stop, tally))
+        for h, o in zip(hosts, offsets, strict=True)
+    ]
+    began = time.monotonic()
+    late = await wait_first_beats(tally, max(4 * bench.every, 60.0))
+    warmup = time.monotonic() - began
+    start = time.time()
+    seconds, cpu, pings_sent, round_trips = await measure_window(bench)
+    end = start + seconds
+    server_rss, sim_rss = rss_mib(bench.server.pid), rss_mib(os.getpid())
+    stop.set()
+    await asyncio.gather(*beating)
+    recorded = await drain(bench.conn, hosts, before, tally.acknowledged())
+    sample = bench.rng.sample(hosts, min(bench.sample, count))
+    history = await sample_histories(bench.client, sample, start, end)
+    window = tally.in_window(start, end)
+    return StepResult(
+        hosts=count,
+        window_seconds=seconds,
+        beats_in_window=len(window),
+        server_cpu=cpu[0],
+        control_plane_cpu=cpu[1],
+        simulator_cpu=cpu[2],
+        machine_cpu=cpu[3],
+        server_rss_mib=server_rss,
+        simulator_rss_mib=sim_rss,
+        rpc=summarize([rpc for _, rpc, ok in window if ok]),
+        delivery=summarize(history.latencies_ms),
+        history=history,
+        continued_as_new=await continued_as_new(bench.client) - cans_before,
+        acknowledged=tally.acknowledged(),
+        failed=tally.failed(),
+        recorded=recorded,
+        pings_sent=pings_sent,
+        pings=summarize(round_trips),
+        db_bytes=db_size(bench.db_file) - db_before,
+        warmup_seconds=warmup,
+        late_hosts=late,
+    )
+
+
+# ---- continue-as-new, observed --------------------------------------------------------------
+
+
+async def first_continued_run(client: Client, host_id: str) -> str | None:
+    query = (
+        f"WorkflowId = '{heartbeat_workflow_id(host_id)}' AND ExecutionStatus = 'ContinuedAsNew'"
+    )
+    async for execution in client.list_workflows(query):
+        return execution.run_id
+    return None
+
+
+async def continue_as_new_probe(client: Client) -> ProbeResult | None:
+    """One host beats at 10/s (each beat acknowledged before the next) until its run has
+    continued as new: how many beats, events and bytes one `AgentHeartbeat` run holds."""
+    host_id = "fleet-probe-00000"
+    began = time.monotonic()
+    run_id: str | None = None
+    sent = 0
+    while sent < PROBE_MAX_BEATS and run_id is None:
+        tick = time.monotonic()
+        await send_heartbeat(client, idle_host_status(host_id))
+        sent += 1
+        if sent % 50 == 0:
+            run_id = await first_continued_run(client, host_id)
+        await asyncio.sleep(max(0.0, 1 / PROBE_BEATS_PER_SECOND - (time.monotonic() - tick)))
+    if run_id is None:
+        return None
+    handle = client.get_workflow_handle(heartbeat_workflow_id(host_id), run_id=run_id)
+    events = (await handle.fetch_history()).events
+    beats = sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+    return ProbeResult(
+        beats_sent=sent,
+        beats_in_run=beats,
+        events_in_run=len(events),
+        bytes_in_run=sum(e.ByteSize() for e in events),
+        seconds=time.monotonic() - began,
+    )
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+
+def render_report(
+    steps: Sequence[StepResult],
+    setup: Setup,
+    probe: ProbeResult | None,
+    machine: str,
+    software: str,
+    date: str,
+) -> str:
+    parts = [
+        "# Fleet simulation: Bigeye's side of N orchestrators",
+        "",
+        f"Measured {date} with `python -m bench.fleet` on {machine}; {software}.",
+        "",
+        f"One beat per host every {setup.every:g} s (the real 30 s compressed by "
+        f"{setup.compress:g}), random phase; each step measured for {setup.duration:g} s after "
+        "every host had delivered a beat. Server: one `temporal server start-dev` (sqlite file). "
+        "Worker: devcloud's `AgentHeartbeat` with its recording activity, in its own process. "
+        f"Pings: the first {setup.ping_hosts} hosts answer `HostPing` (real workflow, own worker "
+        f"deployment each; {setup.claimed} made current in {setup.claim_seconds:.0f} s), one "
+        f"ping a second. Histories: {setup.sample} sampled hosts per step.",
+        "",
+        "## Cost",
+        "",
+        render_table(COST_HEADERS, [cost_row(s) for s in steps]),
+        "",
+        "## Delivery",
+        "",
+        render_table(DELIVERY_HEADERS, [delivery_row(s) for s in steps]),
+        "",
+        *notes(steps, probe),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def notes(steps: Sequence[StepResult], probe: ProbeResult | None) -> list[str]:
+    lines = [
+        "- CPU: utime+stime from /proc over the window, % of one core (200 % = both cores). "
+        "Machine CPU counts every process, so what is not server, worker or simulator is "
+        "other load on the machine.",
+        "- Signal RPC: `sent_at` to the signal-with-start call's return (acknowledged by the "
+        "server). Send → recorded: `sent_at` to the receive time the recording activity "
+        "stored, from the sampled histories.",
+        "- Lost: acknowledged by the server but never recorded in cloud.db (after draining). "
+        "Failed sends: the RPC errored or outlasted the beat interval (the orchestrator's "
+        "timeout); the host retries at its next tick.",
+        "- sqlite bytes / beat: growth of the server's sqlite file and WAL over the step, "
+        "per recorded beat (the WAL is reused, so this is a floor).",
+    ]
+    for step in steps:
+        if step.late_hosts:
+            lines.append(
+                f"- {step.hosts:,} hosts: {step.late_hosts} had no delivered beat when the "
+                f"window opened ({step.warmup_seconds:.0f} s after the start)."
+            )
+    if probe is None:
+        lines.append("- Continue-as-new probe: skipped or no run continued as new.")
+    else:
+        lines.append(
+            f"- Continue-as-new probe (one host at {PROBE_BEATS_PER_SECOND:g} beats/s): its "
+            f"first run continued as new after {probe.beats_in_run} beats, "
+            f"{probe.events_in_run:,} events, {probe.bytes_in_run:,} bytes of history "
+            f"({probe.beats_sent} beats sent, {probe.seconds:.0f} s)."
+        )
+    return lines
+
+
+# ---- the whole run --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    hosts: list[int]
+    compress: float
+    duration: float
+    ping_hosts: int
+    sample: int
+    seed: int
+    probe: bool
+    out: Path
+
+
+async def claim_all(client: Client, hosts: Sequence[str]) -> int:
+    """Make each ping host's version current (`orchestrator.worker.claim_loop`); how many."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(claim_loop(client, h, stop)) for h in hosts]
+    done, _ = await asyncio.wait(tasks, timeout=CLAIM_SECONDS)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return sum(1 for t in done if t.exception() is None)
+
+
+async def run_fleet(
+    options: Options, work: Path, config: DevServerConfig, server: subprocess.Popen[Any]
+) -> str:
+    await wait_server(config, server)
+    control = await start_control_plane(config.address, work / "cloud")
+    client = await Client.connect(
+        config.address, namespace=config.namespace, data_converter=pydantic_data_converter
+    )
+    conn = db.connect(work / "cloud")
+    pingable = host_ids(min(options.ping_hosts, max(options.hosts)))
+    executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ping-wf")
+    workers = [ping_worker(client, h, executor) for h in pingable]
+    running = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        began = time.monotonic()
+        claimed = await claim_all(client, pingable)
+        setup = Setup(
+            every=beat_interval(options.compress),
+            compress=options.compress,
+            duration=options.duration,
+            ping_hosts=len(pingable),
+            sample=options.sample,
+            claim_seconds=time.monotonic() - began,
+            claimed=claimed,
+        )
+        print(f"ping hosts: {claimed}/{len(pingable)} current in {setup.claim_seconds:.0f} s")
+        probe = await continue_as_new_probe(client) if options.probe else None
+        print(f"continue-as-new probe: {probe}")
+        bench = Bench(
+            client=client,
+            conn=conn,
+            server=server,
+            db_file=config.db_file,
+            clock=CpuClock(server.pid, control.pid or 0),
+            every=setup.every,
+            duration=options.duration,
+            sample=options.sample,
+            pingable=pingable,
+            rng=random.Random(options.seed),
+        )
+        steps = []
+        for count in options.hosts:
+            step = await run_step(bench, count)
+            print(render_table(COST_HEADERS, [cost_row(step)]), flush=True)
+            print(render_table(DELIVERY_HEADERS, [delivery_row(step)]), flush=True)
+            steps.append(step)
+        date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return render_report(
+            steps, setup, probe, machine_description(), versions(config.binary), date
+        )
+    finally:
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        executor.shutdown(wait=False)
+        conn.close()
+        await stop_child(control)
+
+
+def quiet_logs() -> None:
+    """The orchestrator's heartbeat loop logs per host; a fleet's worth of that is noise."""
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+
+
+def run(options: Options) -> int:
+    quiet_logs()
+    with tempfile.TemporaryDirectory(prefix="bigeye-fleet-") as tmp:
+        work = Path(tmp)
+        with (work / "temporal.log").open("w") as output:
+            config, server = start_server(work, output)
+            try:
+                report = asyncio.run(run_fleet(options, work, config, server))
+            finally:
+                stop_process(server)
+    print()
+    print(report)
+    options.out.write_text(report)
+    print(f"written to {options.out}")
+    return 0
+
+
+def host_counts(text: str) -> list[int]:
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or any(c < 1 for c in counts) or counts != sorted(counts):
+        raise argparse.ArgumentTypeError("a rising list of host counts, e.g. 100,500,1000")
+    return counts
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
+    parser.add_argument("--hosts", type=host_counts, default=list(DEFAULT_HOSTS))
+    parser.add_argument("--compress", type=float, default=DEFAULT_COMPRESS)
+    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION)
+    parser.add_argument("--ping-hosts", type=int, default=DEFAULT_PING_HOSTS)
+    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE)
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--no-probe", action="store_true", help="skip the continue-as-new probe")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    # the child process that runs devcloud's worker
+    parser.add_argument("--control-plane", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--address", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.control_plane is not None:
+        quiet_logs()
+        asyncio.run(serve_control_plane(args.address, args.control_plane))
+        return 0
+    beat_interval(args.compress)  # rejects a non-positive factor before anything starts
+    return run(
+        Options(
+            hosts=args.hosts,
+            compress=args.compress,
+            duration=args.duration,
+            ping_hosts=args.ping_hosts,
+            sample=args.sample,
+            seed=args.seed,
+            probe=not args.no_probe,
+            out=args.out,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
