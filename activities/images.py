@@ -128,6 +128,10 @@ class Puller:
         self.docker = docker
         self._pulls: dict[str, asyncio.Task[None]] = {}
 
+    async def present(self, image: str) -> ImageInfo | None:
+        """The image's identity when the engine has it; never pulls."""
+        return await inspect_image(self.docker, image)
+
     async def ensure(
         self, image: str, auth: dict[str, str] | None, on_progress: Callable[[str], None]
     ) -> ImageInfo:

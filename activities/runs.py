@@ -51,9 +51,12 @@ log = structlog.get_logger("bigeye.orchestrator.job")
 
 
 class Launch(BaseModel):
-    container_id: str | None = None  # None: no slot yet, the run waits for one
+    container_id: str | None = None  # None: no slot yet (or no image), the run waits for one
     started_at: str | None = None
     created: bool = False
+    # `launch_job` only: the image it found, or that the engine lacks it (nothing was created)
+    image: ImageInfo | None = None
+    needs_image: bool = False
 
 
 class WatchInput(BaseModel):
@@ -277,6 +280,26 @@ class JobActivities:
                 if work.done() and not work.cancelled():
                     work.exception()
                 raise
+
+    @activity.defn(name="launch_job")
+    async def launch_job(self, plan: JobPlan) -> Launch:
+        """`launch_container` for an image the engine already has (the usual case: one
+        round trip instead of two); `Launch(needs_image=True)`, creating nothing, when it lacks
+        it, and the workflow pulls it with `ensure_image` first."""
+        try:
+            image = await self.puller.present(plan.image)
+        except Exception as exc:
+            raise activity_error(exc, f"looking up image {plan.image}") from None
+        if image is None:
+            return Launch(needs_image=True)
+        try:
+            launched = await self.launch_container(plan)
+        except ApplicationError as exc:  # the run's result still names the image it found
+            raise ApplicationError(
+                exc.message, image.model_dump(mode="json"), type=exc.type,
+                non_retryable=exc.non_retryable,
+            ) from None  # fmt: skip
+        return launched.model_copy(update={"image": image})
 
     async def _launch(self, plan: JobPlan, waiter: Waiter) -> Launch:
         jlog = job_log(plan)

@@ -97,7 +97,7 @@ def build_workers(
         Worker(
             client,
             task_queue=launch_queue(task_queue(settings.host_id)),
-            activities=[acts.ensure_image, acts.launch_container],
+            activities=[acts.ensure_image, acts.launch_container, acts.launch_job],
             max_concurrent_activities=max(2 * slots, 16),
             **common,  # type: ignore[arg-type]
         ),

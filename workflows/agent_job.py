@@ -21,7 +21,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, VersioningBehavior
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import JobPlan, Resolution
@@ -70,6 +70,13 @@ DOCKER_RETRY = RetryPolicy(
 WATCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=15)
 )
+# Runs started since this patch take two round trips fewer before their container starts and
+# one fewer after it exits: `resolve_job` and `finish_run` run as local activities (short,
+# idempotent, on the workflow's own worker; the ending is in the history before `finish_run`
+# removes anything, as before), and `launch_job` looks the image up itself, so `ensure_image`
+# runs only when the engine lacks it. Runs recorded without the marker replay the old path.
+FEWER_ROUND_TRIPS = "fewer-round-trips-1"
+MAX_PULLS = 2  # an image removed again between its pull and the launch: pulled once more
 
 
 # Pinned: a run is finished by the release that started it (orchestrator/versioning.py).
@@ -82,6 +89,7 @@ class AgentJobRun:
         self._cancel_requested = False
         self._launch_attempted = False
         self._slot_offered = False
+        self._fast = False
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, Any]:
@@ -96,6 +104,7 @@ class AgentJobRun:
     @workflow.run
     async def run(self, raw_request: Any) -> dict[str, Any]:
         request = _validated(raw_request)
+        self._fast = workflow.patched(FEWER_ROUND_TRIPS)
         resolution = await self._resolve(request)
         if resolution.plan is None:  # the agent set could not be read, or breaks the policy
             self._phase = "finished"
@@ -108,17 +117,12 @@ class AgentJobRun:
         watched: Watched | None = None
         failure: str | None = None
         try:
-            self._phase = "pulling"
-            image = await self._step(
-                JobActivities.ensure_image,
-                plan,
-                task_queue=launch_queue(workflow.info().task_queue),
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=PULL_RETRY,
-            )
-            if image is not None:
-                launch = await self._launch(plan)
+            if self._fast:
+                launch, image = await self._launch_with_image(plan)
+            else:
+                image = await self._pull(plan)
+                if image is not None:
+                    launch = await self._launch(plan)
             if launch is not None and launch.container_id is not None:
                 self._phase = "running"
                 watched = await self._step(
@@ -130,8 +134,9 @@ class AgentJobRun:
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=WATCH_RETRY,
                 )
-        except ActivityError as exc:
+        except FailureError as exc:  # an activity's, or the image vanishing after its pulls
             failure = _failure_message(exc)
+            image = image or _image_in(exc)
 
         ended_by, end, reason = await self._ending(plan, launch, watched, failure)
         interrupted = bool(watched and watched.engine_interrupted)
@@ -141,17 +146,51 @@ class AgentJobRun:
         self._phase = "finished"
         return result
 
+    async def _pull(self, plan: JobPlan) -> ImageInfo | None:
+        self._phase = "pulling"
+        image: ImageInfo | None = await self._step(
+            JobActivities.ensure_image,
+            plan,
+            task_queue=launch_queue(workflow.info().task_queue),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=PULL_RETRY,
+        )
+        return image
+
+    async def _launch_with_image(self, plan: JobPlan) -> tuple[Launch | None, ImageInfo | None]:
+        """`launch_job`, pulling first only when it finds the engine without the image."""
+        image: ImageInfo | None = None
+        pulls = 0
+        while True:
+            launch = await self._launch(plan, JobActivities.launch_job)
+            if launch is None or not launch.needs_image:
+                return launch, (launch.image if launch is not None else None) or image
+            if pulls == MAX_PULLS:
+                break
+            image = await self._pull(plan)
+            pulls += 1
+            if image is None:
+                return None, None
+        raise ApplicationError(
+            f"the image {plan.image} was pulled {MAX_PULLS} times and was gone each time the "
+            "container was to be created: is something on the host removing images?",
+            type="ImageVanished",
+        )
+
     async def _resolve(self, request: JobRunRequest) -> Resolution:
         """The run's plan; a refusal is the workflow's own failure, not a result."""
         try:
             resolution: Resolution = await self._step(
                 JobActivities.resolve_job,
                 request.model_dump(mode="json"),
+                local=self._fast,
                 interruptible=False,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=CONTROL_RETRY,
             )
-        except ActivityError as exc:  # the host could not plan the run: it still gets a result
+        # FailureError: a local activity's failure is raised as itself, not in an ActivityError
+        except FailureError as exc:  # the host could not plan the run: it still gets a result
             return Resolution(outcome="rejected", message=_failure_message(exc))
         if resolution.outcome == "invalid":
             raise ApplicationError(
@@ -183,20 +222,25 @@ class AgentJobRun:
                 ended_by, reason = "exited", None
         return ended_by, end, "; ".join(part for part in (reason, note) if part) or None
 
-    async def _launch(self, plan: JobPlan) -> Launch | None:
+    async def _launch(
+        self, plan: JobPlan, activity: Callable[..., Any] = JobActivities.launch_container
+    ) -> Launch | None:
         """Create/start, or adopt; while the host or the agent is full, wait as `queued`."""
         while not self._cancel_requested:
             self._phase = "starting"
             self._slot_offered = False
             self._launch_attempted = True
             launch: Launch | None = await self._step(
-                JobActivities.launch_container,
+                activity,
                 plan,
                 task_queue=launch_queue(workflow.info().task_queue),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=DOCKER_RETRY,
             )
+            if launch is not None and launch.needs_image:
+                self._launch_attempted = False  # it looked up the image and created nothing
+                return launch
             if launch is None or launch.container_id is not None:
                 if launch is not None:
                     self._container_id, self._started_at = launch.container_id, launch.started_at
@@ -253,24 +297,33 @@ class AgentJobRun:
                     started_at=result["started_at"],
                     finished_at=result["finished_at"],
                 ),
+                local=self._fast,
                 interruptible=False,
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=DOCKER_RETRY,
             )
-        except ActivityError:
+        except FailureError:
             pass  # the result stands; the orphan sweep removes what is left
 
     async def _step(
-        self, activity: Callable[..., Any], arg: Any, *, interruptible: bool = True, **options: Any
+        self,
+        activity: Callable[..., Any],
+        arg: Any,
+        *,
+        interruptible: bool = True,
+        local: bool = False,
+        **options: Any,
     ) -> Any:
-        """One activity; None when the run was canceled first (or the cancel stopped it).
+        """One activity (`local`: on this worker, within the workflow task); None when the run
+        was canceled first (or the cancel stopped it).
 
         A cancel of the run while the activity runs is remembered; an interruptible activity
         is told and awaited (it may still complete), any other is left to finish.
         """
         if interruptible and self._cancel_requested:
             return None
-        handle = workflow.start_activity_method(
+        start = workflow.start_local_activity_method if local else workflow.start_activity_method
+        handle = start(
             activity,
             arg,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -291,6 +344,8 @@ class AgentJobRun:
             if isinstance(exc.cause, CancelledError):
                 return None
             raise
+        except CancelledError:  # a local activity's cancel is not wrapped
+            return None
 
     def _note_cancel(self) -> None:
         self._cancel_requested = True
@@ -337,6 +392,17 @@ def _validated(raw_request: Any) -> JobRunRequest:
         return parse_job_request(raw_request)
     except InvalidRequest as exc:
         raise ApplicationError(str(exc), type=INVALID_JOB_REQUEST, non_retryable=True) from None
+
+
+def _image_in(exc: BaseException) -> ImageInfo | None:
+    """The image a failed `launch_job` had found (its failure's details), if any."""
+    cause = exc.cause if isinstance(exc, ActivityError) and exc.cause else exc
+    if isinstance(cause, ApplicationError) and cause.details:
+        try:
+            return ImageInfo.model_validate(cause.details[0])
+        except ValueError:
+            return None
+    return None
 
 
 def _failure_message(exc: BaseException) -> str:

@@ -76,6 +76,7 @@ class StandIns:
         self.watch: Step = self._watch
         self.stop: Step = self._stop
         self.finish: Step = self._finish
+        self.image_present = True  # launch_job finds the image; False: it asks for a pull
 
     def began(self, name: str) -> asyncio.Event:
         return self.started.setdefault(name, asyncio.Event())
@@ -108,7 +109,18 @@ class StandIns:
         )
 
     async def _pull(self, plan: JobPlan) -> ImageInfo:
+        self.image_present = True
         return IMAGE
+
+    async def _launch_job(self, plan: JobPlan) -> Launch:
+        if not self.image_present:
+            return Launch(needs_image=True)
+        try:
+            launched: Launch = await self.launch(plan)
+        except ApplicationError as exc:  # as launch_job does: the failure carries the image
+            raise ApplicationError(exc.message, IMAGE.model_dump(mode="json"), type=exc.type,
+                                   non_retryable=exc.non_retryable) from None  # fmt: skip
+        return launched.model_copy(update={"image": IMAGE})
 
     async def _launch(self, plan: JobPlan) -> Launch:
         return Launch(container_id=CONTAINER, started_at="2026-11-30T12:00:00Z", created=True)
@@ -137,6 +149,10 @@ class StandIns:
         async def launch_container(plan: JobPlan) -> Launch:
             return await self._call("launch", self.launch, plan)
 
+        @activity.defn(name="launch_job")
+        async def launch_job(plan: JobPlan) -> Launch:
+            return await self._call("launch", self._launch_job, plan)
+
         @activity.defn(name="watch_container")
         async def watch_container(job: WatchInput) -> Watched:
             return await self._call("watch", self.watch, job)
@@ -154,7 +170,7 @@ class StandIns:
         control = task_queue(self.host_id)
         return {
             control: [resolve_job, stop_container, finish_run],
-            launch_queue(control): [ensure_image, launch_container],
+            launch_queue(control): [ensure_image, launch_container, launch_job],
             watch_queue(control): [watch_container],
         }
 
@@ -328,7 +344,7 @@ async def test_a_run_that_exits_cleanly_succeeds_and_its_container_is_removed(ru
     result = await run.result()
     assert result["status"] == "succeeded" and result["exit_code"] == 0
     assert result["image_id"] == IMAGE.image_id and result["log_tail"] == ["done"]
-    assert run.stand_ins.calls == ["resolve", "pull", "launch", "watch", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "watch", "finish"]
     assert run.stand_ins.finish_inputs[0].container_id == CONTAINER
     assert run.stand_ins.finish_inputs[0].status == "succeeded"
     assert await run.phase() == "finished"
@@ -351,13 +367,42 @@ async def test_a_permanent_pull_failure_fails_the_run_without_a_container(run: R
         raise ApplicationError("pull of reg/dh:1 failed: manifest unknown",
                                type="ImagePullFailed", non_retryable=True)  # fmt: skip
 
-    run.stand_ins.pull = unpullable
+    run.stand_ins.pull, run.stand_ins.image_present = unpullable, False
     await run.start()
     result = await run.result()
     assert result["status"] == "failed"
     assert result["reason"] == "pull of reg/dh:1 failed: manifest unknown"
-    assert run.stand_ins.calls == ["resolve", "pull", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "pull", "finish"]  # nothing to stop
     assert run.stand_ins.finish_inputs[0].container_id is None
+
+
+async def test_an_image_the_engine_lacks_is_pulled_then_launched(run: Run) -> None:
+    run.stand_ins.image_present = False
+    handle = await run.start()
+    result = await run.result()
+    assert result["status"] == "succeeded" and result["image_id"] == IMAGE.image_id
+    assert run.stand_ins.calls == ["resolve", "launch", "pull", "launch", "watch", "finish"]
+    history = await handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    # resolve_job and finish_run ran as local activities (markers), the rest on task queues
+    assert scheduled == ["launch_job", "ensure_image", "launch_job", "watch_container"]
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert len(markers) == 3  # the patch, then the two local activities
+
+
+async def test_an_image_that_vanishes_after_every_pull_fails_the_run(run: Run) -> None:
+    async def pull_that_does_not_stick(plan: JobPlan) -> ImageInfo:
+        return IMAGE  # and the image stays absent
+
+    run.stand_ins.pull, run.stand_ins.image_present = pull_that_does_not_stick, False
+    await run.start()
+    result = await run.result()
+    assert result["status"] == "failed" and "was pulled 2 times" in result["reason"]
+    assert run.stand_ins.calls.count("pull") == 2
 
 
 async def test_a_refused_launch_stops_what_may_exist_and_reports_the_engine(run: Run) -> None:
@@ -373,7 +418,8 @@ async def test_a_refused_launch_stops_what_may_exist_and_reports_the_engine(run:
     result = await run.result()
     assert result["status"] == "failed" and "Range of CPUs" in result["reason"]
     assert result["exit_code"] is None and result["started_at"] is None
-    assert run.stand_ins.calls == ["resolve", "pull", "launch", "stop", "finish"]
+    assert result["image_id"] == IMAGE.image_id  # found before the create was refused
+    assert run.stand_ins.calls == ["resolve", "launch", "stop", "finish"]
     assert run.stand_ins.stop_inputs[0].container_id is None  # looked up by name
     assert run.stand_ins.finish_inputs[0].container_id == CONTAINER  # and then removed
 
@@ -469,14 +515,14 @@ async def test_cancel_while_pulling_ends_canceled_without_a_launch(run: Run) -> 
         await until_cancelled()
         raise AssertionError("unreachable")
 
-    run.stand_ins.pull = slow_pull
+    run.stand_ins.pull, run.stand_ins.image_present = slow_pull, False
     handle = await run.start()
     await began(run, "pull")
     await handle.cancel()
     result = await run.result()
     assert result["status"] == "canceled" and result["reason"] == "canceled by request"
     assert result["image_id"] is None
-    assert run.stand_ins.calls == ["resolve", "pull", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "pull", "finish"]
 
 
 async def test_a_cancel_that_a_finished_launch_would_swallow_still_stops_the_container(
@@ -496,7 +542,7 @@ async def test_a_cancel_that_a_finished_launch_would_swallow_still_stops_the_con
     release.set()
     result = await run.result()
     assert result["status"] == "canceled" and result["exit_code"] == 143
-    assert run.stand_ins.calls == ["resolve", "pull", "launch", "stop", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "stop", "finish"]
     assert run.stand_ins.stop_inputs[0].container_id == CONTAINER
 
 
@@ -513,7 +559,7 @@ async def test_cancel_while_queued_stops_nothing_but_looks(run: Run) -> None:
     await handle.cancel()
     result = await run.result()
     assert result["status"] == "canceled" and result["exit_code"] is None
-    assert run.stand_ins.calls == ["resolve", "pull", "launch", "stop", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "stop", "finish"]
 
 
 async def test_cancel_while_running_hands_the_log_cursor_to_the_stop(run: Run) -> None:
@@ -535,7 +581,7 @@ async def test_cancel_while_running_hands_the_log_cursor_to_the_stop(run: Run) -
     assert result["status"] == "canceled" and result["exit_code"] == 143
     assert run.stand_ins.stop_inputs[0].cursor == cursor
     assert run.stand_ins.stop_inputs[0].container_id == CONTAINER
-    assert run.stand_ins.calls == ["resolve", "pull", "launch", "watch", "stop", "finish"]
+    assert run.stand_ins.calls == ["resolve", "launch", "watch", "stop", "finish"]
 
 
 async def test_a_cancel_after_the_job_ended_by_itself_reports_how_it_ended(run: Run) -> None:

@@ -7,6 +7,7 @@ before release. Record histories with scripts/record_histories.py (it runs every
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -20,18 +21,40 @@ from workflows.agent_job import AgentJobRun
 HISTORIES = sorted((Path(__file__).parent / "agent_job_histories").glob("*.json"))
 
 
+WAYS = {
+    "succeeded",
+    "failed",
+    "pull_failed",
+    "timed_out_after_queue",
+    "canceled",
+    "canceled_while_queued",
+    "canceled_at_once",
+    "invalid",
+    "not_installed",
+}
+PATCH = "fewer-round-trips-1"
+
+
 def test_histories_cover_every_way_a_run_ends() -> None:
-    assert {p.stem for p in HISTORIES} >= {
-        "succeeded",
-        "failed",
-        "pull_failed",
-        "timed_out_after_queue",
-        "canceled",
-        "canceled_while_queued",
-        "canceled_at_once",
-        "invalid",
-        "not_installed",
-    }
+    """On both paths: runs recorded before the patch, and runs that took it."""
+    stems = {p.stem for p in HISTORIES}
+    assert stems >= WAYS
+    assert stems >= {f"{way}.fewer_round_trips" for way in WAYS}
+    for path in HISTORIES:
+        # an invalid request fails before the patch is looked at: no marker on either path
+        expected = path.stem.endswith(".fewer_round_trips") and not path.stem.startswith("invalid")
+        assert (PATCH in patches_in(path)) == expected, path.name
+
+
+def patches_in(path: Path) -> set[str]:
+    """The ids of the `workflow.patched` markers a recorded history holds."""
+    found = set()
+    for event in json.loads(path.read_bytes())["events"]:
+        marker = event.get("markerRecordedEventAttributes", {})
+        if marker.get("markerName") == "core_patch":
+            data = marker["details"]["patch-data"]["payloads"][0]["data"]
+            found.add(json.loads(base64.b64decode(data))["id"])
+    return found
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
