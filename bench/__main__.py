@@ -1,174 +1,272 @@
-"""`make bench`: what the orchestrator costs over running the agent container by hand.
+"""`make bench`: what the orchestrator costs over the Docker floor, measured side by side in one
+run on this machine, and written to bench/results.md.
 
-Side by side in one run, on this machine: the same demo-agent command run by `docker run` and
-dispatched through Temporal to the orchestrator. Prints a markdown table of the ratios.
+The floor is the Engine API itself with the orchestrator's own create body on the same
+`bigeye-jobs` network (bench/floor.py). Ours is a job dispatched through a Temporal dev server to
+`bigeye-orchestrator run` on this host, talking to the Docker socket directly ("in-process").
+Samples of ours and the floor alternate, so both see the same machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
+import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
-import yaml
-from temporalio.client import Client
+import aiodocker
+from temporalio.client import Client, WorkflowHandle
 
-BIN = Path(sys.executable).parent
-IMAGE = "bigeye-demo-agent:dev"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+from bench.floor import Floor, StartEvents, floor_body
+from bench.stats import Row, percentile, table
+from bench.world import DEMO_IMAGE, DevServer, Orchestrator, proc_cpu_seconds, rss_mb
+from orchestrator.contract import job_workflow_id
+from orchestrator.version import VERSION
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+RESULTS = Path(__file__).parent / "results.md"
+ZERO = {"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": "1"}
+HERE = "in-process"
 
 
-def docker_run(env: dict[str, str]) -> float:
+class Dispatcher:
+    def __init__(self, client: Client, orchestrator: Orchestrator) -> None:
+        self.client = client
+        self.orchestrator = orchestrator
+
+    async def start(self) -> tuple[WorkflowHandle[Any, Any], str]:
+        job_id = uuid.uuid4().hex[:12]
+        run_id = uuid.uuid4().hex[:12]
+        handle = await self.client.start_workflow(
+            "AgentJobRun",
+            {"job_id": job_id, "run_id": run_id, "agent": "datahealth",
+             "parameters": {"file_name": "bench.yml"}},
+            id=job_workflow_id(job_id),
+            task_queue=self.orchestrator.task_queue,
+            execution_timeout=timedelta(minutes=10),
+        )  # fmt: skip
+        return handle, run_id
+
+    async def run(self) -> float:
+        began = time.perf_counter()
+        handle, _ = await self.start()
+        result = await handle.result()
+        assert result["status"] == "succeeded", result
+        return time.perf_counter() - began
+
+
+async def dispatch_latency(
+    rounds: int, dispatcher: Dispatcher, floor: Floor, events: StartEvents
+) -> list[Row]:
+    ours: list[float] = []
+    base: list[float] = []
+    for _ in range(rounds):
+        container_id, began = await floor.create_start()
+        base.append((await events.started(container_id=container_id) - began) * 1000)
+        await floor.remove(container_id)
+        began = time.time()
+        handle, run_id = await dispatcher.start()
+        ours.append((await events.started(run_id=run_id) - began) * 1000)
+        await handle.result()
+    target = {50: "≤ +50 ms", 95: "≤ +150 ms"}
+    return [
+        Row(f"dispatch → container started, p{p}", HERE, "raw create+start",
+            percentile(base, p), percentile(ours, p), "ms", target[p], kind="delta")
+        for p in (50, 95)
+    ]  # fmt: skip
+
+
+async def one_job(rounds: int, dispatcher: Dispatcher, floor: Floor) -> Row:
+    ours, base = [], []
+    for _ in range(rounds):
+        base.append(await floor.lifecycle())
+        ours.append(await dispatcher.run())
+    return Row("one zero-second job, end to end (median)", HERE,
+               "raw create/start/wait/logs/remove", statistics.median(base),
+               statistics.median(ours), "s", "≤ 1.10x")  # fmt: skip
+
+
+async def hundred_jobs(dispatcher: Dispatcher, floor: Floor, count: int, slots: int) -> Row:
+    base = await floor.many(count, slots)
     began = time.perf_counter()
-    argv = ["docker", "run", "--rm", "--network", "none"]
-    for key, value in env.items():
-        argv += ["-e", f"{key}={value}"]
-    argv += [IMAGE, "datahealth", "run", "--file-name", "bench.yml"]
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - began
+    await asyncio.gather(*(dispatcher.run() for _ in range(count)))
+    ours = time.perf_counter() - began
+    return Row(f"{count} zero-second jobs, {slots} slots (wall)", HERE,
+               f"raw, {slots} at a time", base, ours, "s", "≤ 1.3x")  # fmt: skip
 
 
-async def orchestrated(client: Client, host_id: str) -> float:
-    job = uuid.uuid4().hex[:10]
-    began = time.perf_counter()
-    result = await client.execute_workflow(
-        "AgentJobRun",
-        {
-            "job_id": job,
-            "run_id": "r1",
-            "agent": "datahealth",
-            "parameters": {"file_name": "b.yml"},
-        },
-        id=f"agent-job-{job}",
-        task_queue=f"agent-orchestrator.{host_id}",
-        execution_timeout=timedelta(minutes=5),
+def idle(orchestrator: Orchestrator, seconds: float) -> tuple[Row, Row]:
+    pid = orchestrator.proc.pid
+    cpu = proc_cpu_seconds(pid)
+    began = time.monotonic()
+    time.sleep(seconds)  # the measured window itself: nothing to wait for
+    used = (proc_cpu_seconds(pid) - cpu) / (time.monotonic() - began) * 100
+    return (
+        Row("idle RSS", HERE, "", None, rss_mb(pid), "MB", "≤ 70 MB", kind="plain"),
+        Row(f"idle CPU ({seconds:.0f} s window)", HERE, "", None, used, "% of a core",
+            "≤ 0.5 %", kind="plain"),
+    )  # fmt: skip
+
+
+async def streaming_rss(dispatcher: Dispatcher, idle_rss: float, jobs: int) -> Row:
+    dispatcher.orchestrator.write_agent(
+        {"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": "100000", "DEMO_LOG_LINE_BYTES": "200"}
     )
+    pid = dispatcher.orchestrator.proc.pid
+    peak = rss_mb(pid)
+    running = asyncio.gather(*(dispatcher.run() for _ in range(jobs)))
+    while not running.done():
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.1)
+    await running
+    return Row(f"RSS with {jobs} jobs streaming logs at full speed (peak)", HERE, "idle",
+               idle_rss, peak, "MB", "≤ idle + 60 MB", kind="delta")  # fmt: skip
+
+
+async def log_forwarding(
+    dispatcher: Dispatcher, floor_config: Path, host_id: str, events: StartEvents, mb: int
+) -> tuple[Row, Row]:
+    line_bytes = 200
+    lines = mb * 1_000_000 // line_bytes
+    env = {"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": str(lines),
+           "DEMO_LOG_LINE_BYTES": str(line_bytes)}  # fmt: skip
+    dispatcher.orchestrator.write_agent(env)
+    body = floor_body(floor_config, host_id, {"file_name": "bench.yml"})
+    async with aiodocker.Docker() as docker:
+        floor = Floor(docker, body)
+        container_id, _ = await floor.create_start()
+        started = await events.started(container_id=container_id)
+        follow = await asyncio.create_subprocess_exec(
+            "docker", "logs", "-f", container_id,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        assert follow.stdout is not None
+        seen = 0
+        while await follow.stdout.readline():
+            seen += 1
+        await follow.wait()
+        docker_seconds = time.time() - started
+        await floor.remove(container_id)
+    handle, run_id = await dispatcher.start()
+    started_ours = await events.started(run_id=run_id)
+    result = await handle.result()
+    ours_seconds = time.time() - started_ours
+    forwarded = [
+        e for e in dispatcher.orchestrator.events()
+        if e.get("event") == "job output forwarded" and e.get("run_id") == run_id
+    ]  # fmt: skip
+    got = forwarded[-1]["lines"] if forwarded else -1
     assert result["status"] == "succeeded", result
-    return time.perf_counter() - began
+    rate = Row(f"log forwarding, {mb} MB from one job (rate)", HERE, "docker logs -f",
+               mb / docker_seconds, mb / ours_seconds, "MB/s", "≥ 0.5x")  # fmt: skip
+    lost = Row("lines lost in that job (expected - forwarded)", HERE, "docker logs -f",
+               float(lines + 1 - seen), float(lines + 1 - got), "lines", "0",
+               kind="plain")  # fmt: skip
+    return rate, lost
 
 
-async def concurrent(client: Client, host_id: str, count: int) -> float:
-    began = time.perf_counter()
-    await asyncio.gather(*(orchestrated(client, host_id) for _ in range(count)))
-    return time.perf_counter() - began
+def image_rows() -> list[Row]:
+    def size(image: str) -> float | None:
+        done = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", image],
+                              capture_output=True, text=True)  # fmt: skip
+        return int(done.stdout) / 1e6 if done.returncode == 0 else None
 
-
-def write_host(directory: Path, host_id: str, address: str, env: dict[str, str]) -> Path:
-    (directory / "agent_config" / "datahealth").mkdir(parents=True)
-    config = {
-        "orchestrator": {"host_id": host_id, "temporal": {"address": address}},
-        "agents": {"datahealth": {"image": IMAGE, "env": env, "max_concurrent": 8}},
-    }
-    path = directory / "bigeye_agent.yml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-async def measure(address: str, work: Path) -> list[tuple[str, float, float, str]]:
-    client = await Client.connect(address)
-    rows: list[tuple[str, float, float, str]] = []
-    scenarios = {
-        "short job (1 log line, no sleep)": {"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": "1"},
-        "chatty job (20,000 lines of 200 B)": {
-            "DEMO_SLEEP_SECONDS": "0",
-            "DEMO_LOG_LINES": "20000",
-            "DEMO_LOG_LINE_BYTES": "200",
-        },
-    }
-    for name, env in scenarios.items():
-        host_id = f"bench-{uuid.uuid4().hex[:6]}"
-        config = write_host(work / host_id, host_id, address, env)
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, outside the measured part
-            [str(BIN / "bigeye-orchestrator"), "run"],
-            env={
-                **os.environ,
-                "BIGEYE_AGENT_CONFIG": str(config),
-                "BIGEYE_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
-                "BIGEYE_LOG_FORMAT": "json",
-            },
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            await orchestrated(client, host_id)  # warm-up: connections, image inspect
-            idle = rss_kib(proc.pid, "VmRSS")
-            by_hand = statistics.median(docker_run(env) for _ in range(ROUNDS))
-            through = statistics.median(
-                [await orchestrated(client, host_id) for _ in range(ROUNDS)]
-            )
-            rows.append((name, by_hand, through, f"orchestrator RSS {idle / 1024:.0f} MiB idle"))
-            if name.startswith("short"):
-                eight = await concurrent(client, host_id, 8)
-                peak = rss_kib(proc.pid, "VmHWM")
-                rows.append(
-                    (
-                        "8 short jobs at once (wall)",
-                        by_hand * 8,
-                        eight,
-                        f"peak RSS {peak / 1024:.0f} MiB",
-                    )
-                )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    base = size("bigeye-local-base:bookworm") or size("python:3.11-slim-bookworm")
+    rows = []
+    for image in ("bigeyedata/agent-orchestrator:dev", "bigeyedata/agent-docker-socket-proxy:dev"):
+        ours = size(image)
+        if ours is not None and base is not None:
+            rows.append(Row(f"image size above the base: {image.split('/')[1]}", "image",
+                            "base", base, ours - base, "MB", "≤ 80 MB", kind="plain"))  # fmt: skip
     return rows
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="bigeye-bench-"))
-    port = free_port()
-    server = subprocess.Popen(
-        [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-         "--ui-port", str(free_port()), "--headless", "--log-level", "error"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
+async def measure(args: argparse.Namespace, work: Path) -> list[Row]:
+    server = DevServer(work)
+    rows: list[Row] = []
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        client = await Client.connect(server.address)
+        orchestrator = Orchestrator(work, server.address, ZERO, slots=args.slots)
+        async with aiodocker.Docker() as docker:
+            events = StartEvents(docker)
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("bench: the Temporal dev server did not start") from None
-                time.sleep(0.2)
-        time.sleep(0.5)
-        rows = asyncio.run(measure(address, work))
+                rows.append(Row("orchestrator process start → taking new runs", HERE, "",
+                                None, orchestrator.polling_after, "s", "≤ 3 s",
+                                kind="plain"))  # fmt: skip
+                dispatcher = Dispatcher(client, orchestrator)
+                body = floor_body(orchestrator.config, orchestrator.host_id,
+                                  {"file_name": "bench.yml"})  # fmt: skip
+                floor = Floor(docker, body)
+                for _ in range(3):  # warm-up: connections, caches, the image's first start
+                    await floor.lifecycle()
+                    await dispatcher.run()
+                rows += await dispatch_latency(args.rounds, dispatcher, floor, events)
+                rows.append(await one_job(args.rounds, dispatcher, floor))
+                rows.append(await hundred_jobs(dispatcher, floor, args.jobs, args.slots))
+                idle_rss, idle_cpu = idle(orchestrator, args.idle_seconds)
+                rows += [idle_rss, idle_cpu]
+                rows.append(await streaming_rss(dispatcher, idle_rss.ours, args.slots))
+                rows += await log_forwarding(dispatcher, orchestrator.config,
+                                             orchestrator.host_id, events, args.log_mb)  # fmt: skip
+            finally:
+                await events.close()
+                orchestrator.stop()
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        shutil.rmtree(work, ignore_errors=True)
+        server.stop()
+    return rows + image_rows()
 
-    print(f"\n{ROUNDS} rounds each, medians, on {os.cpu_count()} cores\n")
-    print("| scenario | docker run (s) | through the orchestrator (s) | ratio | note |")
-    print("|---|---:|---:|---:|---|")
-    for name, by_hand, through, note in rows:
-        print(f"| {name} | {by_hand:.2f} | {through:.2f} | {through / by_hand:.2f}x | {note} |")
+
+def machine() -> str:
+    mem = next(
+        (int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+         if line.startswith("MemTotal:")), 0,
+    )  # fmt: skip
+    docker = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    temporal = subprocess.run([str(Path(sys.executable).parent / "temporal"), "--version"],
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return (
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {os.cpu_count()} cores, "
+        f"{mem / 1024 / 1024:.0f} GiB · {platform.platform()} · Python "
+        f"{platform.python_version()} · Docker {docker} · {temporal} · temporalio "
+        f"{package_version('temporalio')} · orchestrator {VERSION} · demo image {DEMO_IMAGE}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", "20")))
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--log-mb", type=int, default=100)
+    parser.add_argument("--no-write", action="store_true", help="do not write bench/results.md")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bigeye-bench-"))
+    try:
+        rows = asyncio.run(measure(args, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    text = (
+        f"# make bench\n\n{machine()}\n\n{args.rounds} rounds for the latency rows; ours and "
+        'the floor alternate. "in-process": `bigeye-orchestrator run` on the host, Docker '
+        "socket directly.\n\n" + table(rows) + "\n"
+    )
+    print(text)
+    if not args.no_write:
+        RESULTS.write_text(text)
+    print(json.dumps({"rows": len(rows)}), file=sys.stderr)
     return 0
 
 
