@@ -71,6 +71,7 @@ fill_wheels() {
   quiet_pip download --dest .wheels --only-binary=:all: --python-version "$IMAGE_PYTHON" \
     --implementation cp "${platforms[@]}" "${deps[@]}" \
     || die "pip download of the runtime dependencies failed (is PyPI reachable?)"
+  "$py" deploy/slim_wheels.py .wheels || die "slimming the wheels in .wheels/ failed"
   wheels_ready=1
 }
 

@@ -42,6 +42,14 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed): install Docker and start it, or run this as root on Debian to have it installed"
 fi
 
+# ---- strip, to slim the images' shared libraries (deploy/slim_wheels.py; optional) -----------
+if ! command -v strip >/dev/null && is_root && [[ -f /etc/debian_version ]]; then
+  say "installing binutils (strip, for smaller images)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq binutils >/dev/null \
+    || say "could not install binutils: the images keep their shared libraries' symbols"
+fi
+
 # ---- what a rootless engine needs (the rootless e2e test starts one; root on Debian only) -----
 if is_root && [[ -f /etc/debian_version ]]; then
   if ! command -v rootlesskit >/dev/null || ! command -v slirp4netns >/dev/null \
