@@ -45,10 +45,11 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 import structlog
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TaskQueueKind
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadConverter
 from temporalio.worker import Worker
 
 from activities.hoststatus import HostActivities
@@ -184,6 +185,24 @@ class HistoryStats:
     bytes: int = 0
     beats: int = 0  # recording activities completed in the window
     latencies_ms: list[float] = field(default_factory=list)
+    # how long tasks waited in their task queue for devcloud's worker (schedule → start)
+    workflow_task_waits_ms: list[float] = field(default_factory=list)
+    activity_waits_ms: list[float] = field(default_factory=list)
+    workflow_tasks: int = 0
+    # scheduled on the workflow's normal queue, not the worker's sticky one: the worker no
+    # longer had the workflow cached (or its sticky queue timed out), so it replays it whole
+    nonsticky_tasks: int = 0
+
+    def add(self, other: HistoryStats) -> None:
+        self.hosts += other.hosts
+        self.events += other.events
+        self.bytes += other.bytes
+        self.beats += other.beats
+        self.latencies_ms += other.latencies_ms
+        self.workflow_task_waits_ms += other.workflow_task_waits_ms
+        self.activity_waits_ms += other.activity_waits_ms
+        self.workflow_tasks += other.workflow_tasks
+        self.nonsticky_tasks += other.nonsticky_tasks
 
 
 @dataclass
@@ -191,6 +210,7 @@ class StepResult:
     hosts: int
     window_seconds: float
     beats_in_window: int
+    recorded_in_window: int
     server_cpu: float
     control_plane_cpu: float
     simulator_cpu: float
@@ -217,7 +237,8 @@ class StepResult:
 
 COST_HEADERS: Final = (
     "hosts",
-    "beats/s",
+    "beats/s sent",
+    "beats/s recorded",
     "server CPU % of a core",
     "AgentHeartbeat worker CPU %",
     "simulator CPU %",
@@ -225,6 +246,8 @@ COST_HEADERS: Final = (
     "server RSS MiB",
     "simulator RSS MiB",
     "events / beat",
+    "workflow tasks / beat",
+    "of which not sticky %",
     "history bytes / beat",
     "sqlite bytes / beat",
 )
@@ -232,6 +255,8 @@ DELIVERY_HEADERS: Final = (
     "hosts",
     "signal RPC p50 / p99 ms",
     "send → recorded p50 / p99 ms",
+    "workflow task wait p50 / p99 ms",
+    "activity wait p50 / p99 ms",
     "acknowledged",
     "failed sends",
     "recorded",
@@ -247,6 +272,7 @@ def cost_row(step: StepResult) -> list[str]:
     return [
         f"{step.hosts:,}",
         f"{step.beats_in_window / step.window_seconds:.1f}",
+        f"{step.recorded_in_window / step.window_seconds:.1f}",
         f"{step.server_cpu:.1f}",
         f"{step.control_plane_cpu:.1f}",
         f"{step.simulator_cpu:.1f}",
@@ -254,6 +280,8 @@ def cost_row(step: StepResult) -> list[str]:
         f"{step.server_rss_mib:.0f}",
         f"{step.simulator_rss_mib:.0f}",
         f"{h.events / h.beats:.2f}" if h.beats else "-",
+        f"{h.workflow_tasks / h.beats:.2f}" if h.beats else "-",
+        f"{100 * h.nonsticky_tasks / h.workflow_tasks:.0f}" if h.workflow_tasks else "-",
         f"{h.bytes / h.beats:,.0f}" if h.beats else "-",
         f"{step.db_bytes / step.recorded:,.0f}" if step.recorded else "-",
     ]
@@ -265,6 +293,8 @@ def delivery_row(step: StepResult) -> list[str]:
         f"{step.hosts:,}",
         ms_pair(step.rpc),
         ms_pair(step.delivery),
+        ms_pair(summarize(step.history.workflow_task_waits_ms)),
+        ms_pair(summarize(step.history.activity_waits_ms)),
         f"{step.acknowledged:,}",
         f"{step.failed:,}",
         f"{step.recorded:,}",
@@ -620,30 +650,58 @@ def event_seconds(event: HistoryEvent) -> float:
     return event.event_time.seconds + event.event_time.nanos / 1e9
 
 
-def history_window(
-    events: Sequence[HistoryEvent], client: Client, start: float, end: float
-) -> HistoryStats:
-    """Events and bytes written in [start, end), the beats recorded then, and each beat's
-    send → recorded latency (`sent_at` in the activity's input, the receive time it returns)."""
-    stats = HistoryStats(hosts=1)
-    converter = client.data_converter.payload_converter
-    sent_at: dict[int, str] = {}
+SCHEDULED: Final = (
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+)
+
+
+def scheduled_times(events: Sequence[HistoryEvent]) -> dict[int, float]:
+    """Event id of every workflow or activity task scheduled → when."""
+    return {e.event_id: event_seconds(e) for e in events if e.event_type in SCHEDULED}
+
+
+def beats_sent_at(events: Sequence[HistoryEvent], converter: PayloadConverter) -> dict[int, str]:
+    """Event id of every recording activity scheduled → the `sent_at` of the beat it records."""
+    sent: dict[int, str] = {}
     for event in events:
-        kind = event.event_type
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             payloads = event.activity_task_scheduled_event_attributes.input.payloads
-            record = converter.from_payloads(payloads)[0]
-            sent_at[event.event_id] = str(record["status"]["sent_at"])
-        in_window = start <= event_seconds(event) < end
-        if in_window:
-            stats.events += 1
-            stats.bytes += event.ByteSize()
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and in_window:
+            sent[event.event_id] = str(converter.from_payloads(payloads)[0]["status"]["sent_at"])
+    return sent
+
+
+def history_window(
+    events: Sequence[HistoryEvent], converter: PayloadConverter, start: float, end: float
+) -> HistoryStats:
+    """Events and bytes written in [start, end), the beats recorded then, each beat's
+    send → recorded latency (`sent_at` in the activity's input, the receive time it returns)
+    and how long each task of the window waited for the worker."""
+    stats = HistoryStats(hosts=1)
+    scheduled, sent = scheduled_times(events), beats_sent_at(events, converter)
+    for event in events:
+        at = event_seconds(event)
+        if not start <= at < end:
+            continue
+        stats.events += 1
+        stats.bytes += event.ByteSize()
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+            queue = event.workflow_task_scheduled_event_attributes.task_queue
+            stats.workflow_tasks += 1
+            stats.nonsticky_tasks += queue.kind != TaskQueueKind.TASK_QUEUE_KIND_STICKY
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            since = scheduled.get(event.workflow_task_started_event_attributes.scheduled_event_id)
+            stats.workflow_task_waits_ms.append((at - (since or at)) * 1000.0)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            since = scheduled.get(event.activity_task_started_event_attributes.scheduled_event_id)
+            stats.activity_waits_ms.append((at - (since or at)) * 1000.0)
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             attrs = event.activity_task_completed_event_attributes
-            received = str(converter.from_payloads(attrs.result.payloads)[0])
             stats.beats += 1
-            if attrs.scheduled_event_id in sent_at:
-                stats.latencies_ms.append(latency_ms(sent_at[attrs.scheduled_event_id], received))
+            if attrs.scheduled_event_id in sent:
+                received = str(converter.from_payloads(attrs.result.payloads)[0])
+                stats.latencies_ms.append(latency_ms(sent[attrs.scheduled_event_id], received))
     return stats
 
 
@@ -654,18 +712,13 @@ async def sample_histories(
     gate = asyncio.Semaphore(HISTORY_FETCHES_AT_ONCE)
 
     async def one(host_id: str) -> HistoryStats:
+        handle = client.get_workflow_handle(heartbeat_workflow_id(host_id))
         async with gate:
-            history = await client.get_workflow_handle(
-                heartbeat_workflow_id(host_id)
-            ).fetch_history()
-        return history_window(history.events, client, start, end)
+            history = await handle.fetch_history()
+        return history_window(history.events, client.data_converter.payload_converter, start, end)
 
     for stats in await asyncio.gather(*(one(h) for h in hosts)):
-        total.hosts += stats.hosts
-        total.events += stats.events
-        total.bytes += stats.bytes
-        total.beats += stats.beats
-        total.latencies_ms.extend(stats.latencies_ms)
+        total.add(stats)
     return total
 
 
@@ -727,8 +780,9 @@ async def run_step(bench: Bench, count: int) -> StepResult:
     began = time.monotonic()
     late = await wait_first_beats(tally, max(4 * bench.every, 60.0))
     warmup = time.monotonic() - began
-    start = time.time()
+    start, recorded_before_window = time.time(), recorded_total(bench.conn, hosts)
     seconds, cpu, pings_sent, round_trips = await measure_window(bench)
+    recorded_in_window = recorded_total(bench.conn, hosts) - recorded_before_window
     end = start + seconds
     server_rss, sim_rss = rss_mib(bench.server.pid), rss_mib(os.getpid())
     stop.set()
@@ -741,6 +795,7 @@ async def run_step(bench: Bench, count: int) -> StepResult:
         hosts=count,
         window_seconds=seconds,
         beats_in_window=len(window),
+        recorded_in_window=recorded_in_window,
         server_cpu=cpu[0],
         control_plane_cpu=cpu[1],
         simulator_cpu=cpu[2],
@@ -846,7 +901,8 @@ def notes(steps: Sequence[StepResult], probe: ProbeResult | None) -> list[str]:
         "other load on the machine.",
         "- Signal RPC: `sent_at` to the signal-with-start call's return (acknowledged by the "
         "server). Send → recorded: `sent_at` to the receive time the recording activity "
-        "stored, from the sampled histories.",
+        "stored, from the sampled histories. Waits: a task's schedule → start in those "
+        "histories, the time it sat in its task queue before devcloud's worker took it.",
         "- Lost: acknowledged by the server but never recorded in cloud.db (after draining). "
         "Failed sends: the RPC errored or outlasted the beat interval (the orchestrator's "
         "timeout); the host retries at its next tick.",
