@@ -39,6 +39,11 @@ test: setup
 bench: setup
 	$(PY) -m bench
 
+# Bigeye's side of a fleet: N simulated orchestrators against a dev server (bench/fleet.py).
+.PHONY: bench-fleet
+bench-fleet: setup
+	$(PY) -m bench.fleet
+
 .PHONY: setup-python
 setup-python:
 	@test -x $(PY) || bash scripts/setup.sh
