@@ -40,7 +40,7 @@ class Row:
 
 
 def _digits(unit: str) -> int:
-    return 0 if unit in ("ms", "MB", "MiB") else 2
+    return 0 if unit in ("ms", "MB", "MiB", "lines") else 2
 
 
 def fmt(value: float | None, unit: str) -> str:
