@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from temporalio.service import TLSConfig
 
 from bench.world import BIN, DEMO_IMAGE, wait_for
 from devcloud.demo import OPERATOR_UID, check, cloud_cli, cloud_server
@@ -29,6 +30,7 @@ class Stack:
         self.host_id = host_id
         self.env = env
         self.temporal_address = str(endpoints["temporal_plain_address"])
+        self.mtls_address = str(endpoints["temporal_address"])
         self.namespace = str(endpoints.get("namespace", "default"))
         self.task_queue = f"agent-orchestrator.{host_id}"
         self.config = host_dir / "bigeye_agent.yml"
@@ -42,6 +44,16 @@ class Stack:
         tmp.write_text(yaml.safe_dump(config))
         os.chown(tmp, OPERATOR_UID, OPERATOR_UID)
         tmp.replace(self.config)
+
+    def tls(self) -> TLSConfig:
+        """The host's own mTLS files, as its orchestrator presents them to the front."""
+        keys = self.host_dir / "agent_config"
+        return TLSConfig(
+            client_cert=(keys / "mtls.pem").read_bytes(),
+            client_private_key=(keys / "mtls.key").read_bytes(),
+            server_root_ca_cert=(keys / "bigeye_workflows_ca.pem").read_bytes(),
+            domain="host.docker.internal",
+        )
 
     def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
         return check([str(BIN / "bigeye-agent"), "compose", *args], cwd=self.host_dir,

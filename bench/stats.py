@@ -33,20 +33,23 @@ class Row:
         if self.baseline is None or self.kind == "plain":
             return "—"
         if self.kind == "delta":
-            return f"{self.ours - self.baseline:+.{_digits(self.unit)}f} {self.unit}"
+            delta = self.ours - self.baseline
+            return f"{delta:+.{_digits(self.unit, delta)}f} {self.unit}"
         if self.baseline == 0:
             return "—"
         return f"{self.ours / self.baseline:.2f}x"
 
 
-def _digits(unit: str) -> int:
-    return 0 if unit in ("ms", "MB", "MiB", "lines") else 2
+def _digits(unit: str, value: float) -> int:
+    if unit == "ms":
+        return 0 if abs(value) >= 10 else 1  # a sub-10 ms figure keeps its tenth
+    return 0 if unit in ("MB", "MiB", "lines") else 2
 
 
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
-    return f"{value:.{_digits(unit)}f} {unit}"
+    return f"{value:.{_digits(unit, value)}f} {unit}"
 
 
 def table(rows: Sequence[Row]) -> str:

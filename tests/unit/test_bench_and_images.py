@@ -35,13 +35,15 @@ def test_rows_compare_as_their_kind_says() -> None:
     ratio = Row("one job", "in-process", "raw", 0.4, 0.5, "s", "≤ 1.10x")
     delta = Row("p50", "in-process", "raw", 300.0, 338.0, "ms", "≤ +50 ms", kind="delta")
     plain = Row("idle RSS", "in-process", "", None, 98.4, "MB", "≤ 70 MB", kind="plain")
+    small = Row("round trip", "stack", "plain", 0.84, 3.12, "ms", "—", kind="delta")
     assert ratio.comparison() == "1.25x"
     assert delta.comparison() == "+38 ms"
     assert plain.comparison() == "—"
-    lines = table([ratio, delta, plain]).splitlines()
+    lines = table([ratio, delta, plain, small]).splitlines()
     assert lines[2] == "| one job | in-process | 0.40 s (raw) | 0.50 s | 1.25x | ≤ 1.10x |"
     assert lines[3] == "| p50 | in-process | 300 ms (raw) | 338 ms | +38 ms | ≤ +50 ms |"
     assert lines[4] == "| idle RSS | in-process | — | 98 MB | — | ≤ 70 MB |"
+    assert lines[5] == "| round trip | stack | 0.8 ms (plain) | 3.1 ms | +2.3 ms | — |"
 
 
 def make_wheel(path: Path, library: bytes) -> None:
