@@ -28,6 +28,7 @@ import logging
 import os
 import platform
 import random
+import re
 import resource
 import signal
 import sqlite3
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -173,6 +175,44 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+# What the dev server's /metrics counts in the namespace: name → (metric, labels to match).
+WATCHED: Final[dict[str, tuple[str, dict[str, str]]]] = {
+    "transitions": ("state_transition_count_count", {}),
+    "persistence": ("persistence_requests", {}),
+    "updates": ("persistence_requests", {"operation": "UpdateWorkflowExecution"}),
+    "workflow_tasks": (
+        "service_requests",
+        {"operation": "RecordWorkflowTaskStarted", "service_name": "history"},
+    ),
+}
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def server_counters(text: str, namespace: str = DEFAULT_NAMESPACE) -> dict[str, float]:
+    """The WATCHED counters of one namespace, summed over their other labels."""
+    totals = dict.fromkeys(WATCHED, 0.0)
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        name, labels = match.group(1), dict(_LABEL.findall(match.group(2)))
+        if labels.get("namespace") != namespace:
+            continue
+        for key, (metric, wanted) in WATCHED.items():
+            if name == metric and all(labels.get(k) == v for k, v in wanted.items()):
+                totals[key] += float(match.group(3))
+    return totals
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before[key] for key in WATCHED}
+
+
+def per_beat(count: float, beats: float) -> str:
+    return f"{count / beats:.2f}" if beats else "-"
+
+
 # ---- what one step measured -----------------------------------------------------------------
 
 
@@ -229,6 +269,7 @@ class StepResult:
     db_bytes: int
     warmup_seconds: float
     late_hosts: int  # hosts without a delivered beat when the window opened
+    server_work: dict[str, float]  # WATCHED counters over the window
 
     @property
     def lost(self) -> int:
@@ -265,6 +306,32 @@ DELIVERY_HEADERS: Final = (
     "pings ok / sent",
     "ping p50 / p99 ms",
 )
+
+
+WORK_HEADERS: Final = (
+    "hosts",
+    "state transitions/s",
+    "per beat",
+    "persistence requests/s",
+    "per beat",
+    "UpdateWorkflowExecution / beat",
+    "workflow tasks/s",
+    "per beat",
+)
+
+
+def work_row(label: str, work: dict[str, float], seconds: float, beats: float) -> list[str]:
+    """Counters over a window: per second, and per recorded beat (pings and pollers too)."""
+    return [
+        label,
+        f"{work['transitions'] / seconds:.1f}",
+        per_beat(work["transitions"], beats),
+        f"{work['persistence'] / seconds:.1f}",
+        per_beat(work["persistence"], beats),
+        per_beat(work["updates"], beats),
+        f"{work['workflow_tasks'] / seconds:.1f}",
+        per_beat(work["workflow_tasks"], beats),
+    ]
 
 
 def cost_row(step: StepResult) -> list[str]:
@@ -314,6 +381,7 @@ class ProbeResult:
     events_in_run: int
     bytes_in_run: int
     seconds: float
+    work: dict[str, float]  # WATCHED counters over all the probe's beats
 
 
 @dataclass(frozen=True)
@@ -327,6 +395,7 @@ class Setup:
     claimed: int
     idle_seconds: float
     idle_cpu: list[float]  # server, worker, simulator, machine: pollers only, no beats
+    idle_work: dict[str, float]
 
 
 # ---- the machine ----------------------------------------------------------------------------
@@ -429,22 +498,39 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
         proc.wait()
 
 
-def start_server(work: Path, output: TextIO) -> tuple[DevServerConfig, subprocess.Popen[Any]]:
+@dataclass(frozen=True)
+class Server:
+    config: DevServerConfig
+    metrics_port: int
+    proc: subprocess.Popen[Any]
+
+
+def start_server(work: Path, output: TextIO) -> Server:
     port = pick_port()
+    ui_port = pick_port(exclude=frozenset({port}))
+    metrics_port = pick_port(exclude=frozenset({port, ui_port}))
     config = DevServerConfig(
-        binary=find_temporal_binary(),
-        db_file=work / "temporal.db",
-        port=port,
-        ui_port=pick_port(exclude=frozenset({port})),
+        binary=find_temporal_binary(), db_file=work / "temporal.db", port=port, ui_port=ui_port
     )
     proc = subprocess.Popen(
-        config.command(),
+        [*config.command(), "--metrics-port", str(metrics_port)],
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )
-    return config, proc
+    return Server(config, metrics_port, proc)
+
+
+async def scrape(metrics_port: int) -> dict[str, float]:
+    """The dev server's WATCHED counters now."""
+
+    def fetch() -> str:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+
+    return server_counters(await asyncio.to_thread(fetch))
 
 
 async def wait_server(config: DevServerConfig, proc: subprocess.Popen[Any]) -> None:
@@ -736,7 +822,7 @@ async def continued_as_new(client: Client) -> int:
 class Bench:
     client: Client
     conn: sqlite3.Connection
-    server: subprocess.Popen[Any]
+    server: Server
     db_file: Path
     clock: CpuClock
     every: float
@@ -754,16 +840,27 @@ async def wait_first_beats(tally: Tally, within: float) -> int:
     return tally.hosts - len(tally.delivered_hosts)
 
 
-async def measure_window(bench: Bench) -> tuple[float, list[float], int, list[float]]:
-    """The window proper: CPU of every process, and pings; (seconds, CPU %, pings, trips)."""
+@dataclass(frozen=True)
+class Window:
+    seconds: float
+    cpu: list[float]  # server, worker, simulator, machine
+    work: dict[str, float]  # the server's WATCHED counters over the window
+    pings_sent: int
+    round_trips: list[float]
+
+
+async def measure_window(bench: Bench) -> Window:
+    """The window proper: CPU of every process, the server's counters, and pings."""
     stop = asyncio.Event()
+    counters = await scrape(bench.server.metrics_port)
     bench.clock.start()
     pinger = asyncio.create_task(ping_until(bench.client, bench.pingable, stop, bench.rng))
     await asyncio.sleep(bench.duration)  # the measured span itself, not a synchronisation
     seconds, cpu = bench.clock.stop()
+    work = counter_delta(counters, await scrape(bench.server.metrics_port))
     stop.set()
     pings_sent, round_trips = await pinger
-    return seconds, cpu, pings_sent, round_trips
+    return Window(seconds, cpu, work, pings_sent, round_trips)
 
 
 async def run_step(bench: Bench, count: int) -> StepResult:
@@ -783,10 +880,10 @@ async def run_step(bench: Bench, count: int) -> StepResult:
     late = await wait_first_beats(tally, max(4 * bench.every, 60.0))
     warmup = time.monotonic() - began
     start, recorded_before_window = time.time(), recorded_total(bench.conn, hosts)
-    seconds, cpu, pings_sent, round_trips = await measure_window(bench)
+    measured = await measure_window(bench)
     recorded_in_window = recorded_total(bench.conn, hosts) - recorded_before_window
-    end = start + seconds
-    server_rss, sim_rss = rss_mib(bench.server.pid), rss_mib(os.getpid())
+    end = start + measured.seconds
+    server_rss, sim_rss = rss_mib(bench.server.proc.pid), rss_mib(os.getpid())
     stop.set()
     await asyncio.gather(*beating)
     recorded = await drain(bench.conn, hosts, before, tally.acknowledged())
@@ -795,13 +892,13 @@ async def run_step(bench: Bench, count: int) -> StepResult:
     window = tally.in_window(start, end)
     return StepResult(
         hosts=count,
-        window_seconds=seconds,
+        window_seconds=measured.seconds,
         beats_in_window=len(window),
         recorded_in_window=recorded_in_window,
-        server_cpu=cpu[0],
-        control_plane_cpu=cpu[1],
-        simulator_cpu=cpu[2],
-        machine_cpu=cpu[3],
+        server_cpu=measured.cpu[0],
+        control_plane_cpu=measured.cpu[1],
+        simulator_cpu=measured.cpu[2],
+        machine_cpu=measured.cpu[3],
         server_rss_mib=server_rss,
         simulator_rss_mib=sim_rss,
         rpc=summarize([rpc for _, rpc, ok in window if ok]),
@@ -811,11 +908,12 @@ async def run_step(bench: Bench, count: int) -> StepResult:
         acknowledged=tally.acknowledged(),
         failed=tally.failed(),
         recorded=recorded,
-        pings_sent=pings_sent,
-        pings=summarize(round_trips),
+        pings_sent=measured.pings_sent,
+        pings=summarize(measured.round_trips),
         db_bytes=db_size(bench.db_file) - db_before,
         warmup_seconds=warmup,
         late_hosts=late,
+        server_work=measured.work,
     )
 
 
@@ -831,10 +929,11 @@ async def first_continued_run(client: Client, host_id: str) -> str | None:
     return None
 
 
-async def continue_as_new_probe(client: Client) -> ProbeResult | None:
+async def continue_as_new_probe(client: Client, metrics_port: int) -> ProbeResult | None:
     """One host beats at 10/s (each beat acknowledged before the next) until its run has
     continued as new: how many beats, events and bytes one `AgentHeartbeat` run holds."""
     host_id = "fleet-probe-00000"
+    counters = await scrape(metrics_port)
     began = time.monotonic()
     run_id: str | None = None
     sent = 0
@@ -845,6 +944,8 @@ async def continue_as_new_probe(client: Client) -> ProbeResult | None:
         if sent % 50 == 0:
             run_id = await first_continued_run(client, host_id)
         await asyncio.sleep(max(0.0, 1 / PROBE_BEATS_PER_SECOND - (time.monotonic() - tick)))
+    seconds = time.monotonic() - began
+    work = counter_delta(counters, await scrape(metrics_port))
     if run_id is None:
         return None
     handle = client.get_workflow_handle(heartbeat_workflow_id(host_id), run_id=run_id)
@@ -855,7 +956,8 @@ async def continue_as_new_probe(client: Client) -> ProbeResult | None:
         beats_in_run=beats,
         events_in_run=len(events),
         bytes_in_run=sum(e.ByteSize() for e in events),
-        seconds=time.monotonic() - began,
+        seconds=seconds,
+        work=work,
     )
 
 
@@ -891,9 +993,26 @@ def render_report(
         "",
         render_table(DELIVERY_HEADERS, [delivery_row(s) for s in steps]),
         "",
+        "## Server work (the dev server's /metrics, namespace `default`)",
+        "",
+        render_table(WORK_HEADERS, work_rows(steps, setup, probe)),
+        "",
         *notes(steps, setup, probe),
     ]
     return "\n".join(parts) + "\n"
+
+
+def work_rows(
+    steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None
+) -> list[list[str]]:
+    """Idle first (pollers alone), the probe (beats alone), then each step (beats, pings)."""
+    rows = [work_row("idle", setup.idle_work, setup.idle_seconds, 0)]
+    if probe is not None:
+        rows.append(work_row("probe, 1 host", probe.work, probe.seconds, probe.beats_sent))
+    for step in steps:
+        recorded = step.recorded_in_window
+        rows.append(work_row(f"{step.hosts:,}", step.server_work, step.window_seconds, recorded))
+    return rows
 
 
 def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) -> list[str]:
@@ -912,6 +1031,10 @@ def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) 
         "- Lost: acknowledged by the server but never recorded in cloud.db (after draining). "
         "Failed sends: the RPC errored or outlasted the beat interval (the orchestrator's "
         "timeout); the host retries at its next tick.",
+        "- Server work: counters of the window per second and per recorded beat; a step's "
+        "figures include the pings (one a second) and the pollers, the probe's are beats alone. "
+        "A state transition is one update of a workflow's mutable state; workflow tasks are "
+        "the history service's RecordWorkflowTaskStarted.",
         "- sqlite bytes / beat: growth of the server's sqlite file and WAL over the step, "
         "per recorded beat (the WAL is reused, so this is a floor).",
     ]
@@ -967,9 +1090,11 @@ async def prepare(bench: Bench, options: Options) -> Setup:
     claimed = await claim_all(bench.client, bench.pingable)
     claim_seconds = time.monotonic() - began
     print(f"ping hosts: {claimed}/{len(bench.pingable)} current in {claim_seconds:.0f} s")
+    counters = await scrape(bench.server.metrics_port)
     bench.clock.start()
     await asyncio.sleep(IDLE_SECONDS)  # the measured span itself
     idle_seconds, idle_cpu = bench.clock.stop()
+    idle_work = counter_delta(counters, await scrape(bench.server.metrics_port))
     return Setup(
         every=bench.every,
         compress=options.compress,
@@ -980,6 +1105,7 @@ async def prepare(bench: Bench, options: Options) -> Setup:
         claimed=claimed,
         idle_seconds=idle_seconds,
         idle_cpu=idle_cpu,
+        idle_work=idle_work,
     )
 
 
@@ -993,10 +1119,9 @@ async def run_steps(bench: Bench, counts: Sequence[int]) -> list[StepResult]:
     return steps
 
 
-async def run_fleet(
-    options: Options, work: Path, config: DevServerConfig, server: subprocess.Popen[Any]
-) -> str:
-    await wait_server(config, server)
+async def run_fleet(options: Options, work: Path, server: Server) -> str:
+    config = server.config
+    await wait_server(config, server.proc)
     control = await start_control_plane(config.address, work / "cloud")
     client = await Client.connect(
         config.address, namespace=config.namespace, data_converter=pydantic_data_converter
@@ -1006,7 +1131,7 @@ async def run_fleet(
         conn=db.connect(work / "cloud"),
         server=server,
         db_file=config.db_file,
-        clock=CpuClock(server.pid, control.pid),
+        clock=CpuClock(server.proc.pid, control.pid),
         every=beat_interval(options.compress),
         duration=options.duration,
         sample=options.sample,
@@ -1018,7 +1143,7 @@ async def run_fleet(
     running = [asyncio.create_task(w.run()) for w in workers]
     try:
         setup = await prepare(bench, options)
-        probe = await continue_as_new_probe(client) if options.probe else None
+        probe = await continue_as_new_probe(client, server.metrics_port) if options.probe else None
         print(f"continue-as-new probe: {probe}", flush=True)
         steps = await run_steps(bench, options.hosts)
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -1043,11 +1168,11 @@ def run(options: Options) -> int:
     with tempfile.TemporaryDirectory(prefix="bigeye-fleet-") as tmp:
         work = Path(tmp)
         with (work / "temporal.log").open("w") as output:
-            config, server = start_server(work, output)
+            server = start_server(work, output)
             try:
-                report = asyncio.run(run_fleet(options, work, config, server))
+                report = asyncio.run(run_fleet(options, work, server))
             finally:
-                stop_process(server)
+                stop_process(server.proc)
     print()
     print(report)
     options.out.write_text(report)

@@ -24,11 +24,13 @@ from temporalio.converter import DataConverter
 from bench.fleet import (
     COST_HEADERS,
     DELIVERY_HEADERS,
+    WORK_HEADERS,
     HistoryStats,
     StepResult,
     Summary,
     beat_interval,
     cost_row,
+    counter_delta,
     cpu_percent,
     delivery_row,
     history_window,
@@ -38,7 +40,9 @@ from bench.fleet import (
     percentile,
     phase_offsets,
     render_table,
+    server_counters,
     summarize,
+    work_row,
 )
 
 CONVERTER = DataConverter.default.payload_converter
@@ -228,6 +232,7 @@ def _step(**overrides: Any) -> StepResult:
         "db_bytes": 24_970_000,
         "warmup_seconds": 16.0,
         "late_hosts": 0,
+        "server_work": {},
     }
     fields.update(overrides)
     return StepResult(**fields)
@@ -266,3 +271,73 @@ def test_delivery_row_and_lost_beats() -> None:
     assert row["pings ok / sent"] == "59 / 60"
     # a timed-out send that the server took anyway is recorded, not lost below zero
     assert _step(recorded=2_501).lost == 0
+
+
+def _sample(name: str, value: int, **labels: str) -> str:
+    """One line of Prometheus text, as the dev server's /metrics writes it."""
+    inner = ",".join(f'{key}="{val}"' for key, val in labels.items())
+    return f"{name}{{{inner}}} {value}"
+
+
+HISTORY = {"service_name": "history"}
+METRICS = "\n".join(
+    [
+        "# TYPE state_transition_count histogram",
+        _sample("state_transition_count_bucket", 3, namespace="default", le="1"),
+        _sample("state_transition_count_count", 120, namespace="default", **HISTORY),
+        _sample("state_transition_count_count", 2, namespace="temporal_system", **HISTORY),
+        _sample(
+            "persistence_requests", 119, namespace="default", operation="UpdateWorkflowExecution"
+        ),
+        _sample("persistence_requests", 40, namespace="default", operation="ReadHistoryBranch"),
+        _sample("persistence_requests", 41, namespace="system", operation="GetTransferTasks"),
+        _sample(
+            "service_requests",
+            40,
+            namespace="default",
+            operation="RecordWorkflowTaskStarted",
+            **HISTORY,
+        ),
+        _sample(
+            "service_requests",
+            7,
+            namespace="default",
+            operation="RecordWorkflowTaskStarted",
+            service_name="frontend",
+        ),
+        _sample(
+            "service_requests",
+            20,
+            namespace="default",
+            operation="SignalWithStartWorkflowExecution",
+        ),
+    ]
+)
+
+
+def test_server_counters_of_one_namespace() -> None:
+    counters = server_counters(METRICS)
+    assert counters == {
+        "transitions": 120.0,  # the histogram's _count only, the other namespace left out
+        "persistence": 159.0,  # every operation of the namespace, the system one left out
+        "updates": 119.0,
+        "workflow_tasks": 40.0,  # the history service's, not the frontend's
+    }
+    assert server_counters(METRICS, namespace="temporal_system")["transitions"] == 2.0
+    assert server_counters("") == dict.fromkeys(counters, 0.0)
+
+
+def test_work_per_second_and_per_beat() -> None:
+    before = {"transitions": 100.0, "persistence": 200.0, "updates": 90.0, "workflow_tasks": 30.0}
+    after = {"transitions": 700.0, "persistence": 1200.0, "updates": 690.0, "workflow_tasks": 230.0}
+    work = counter_delta(before, after)
+    assert work == {
+        "transitions": 600.0,
+        "persistence": 1000.0,
+        "updates": 600.0,
+        "workflow_tasks": 200.0,
+    }
+    row = dict(zip(WORK_HEADERS[:3], work_row("500", work, 10.0, 100)[:3], strict=True))
+    assert row == {"hosts": "500", "state transitions/s": "60.0", "per beat": "6.00"}
+    assert work_row("500", work, 10.0, 100)[-3:] == ["6.00", "20.0", "2.00"]
+    assert work_row("idle", work, 10.0, 0)[2] == "-"
