@@ -184,6 +184,15 @@ WATCHED: Final[dict[str, tuple[str, dict[str, str]]]] = {
         "service_requests",
         {"operation": "RecordWorkflowTaskStarted", "service_name": "history"},
     ),
+    # long polls the frontend answered (a poll with no task returns after about a minute)
+    "workflow_polls": (
+        "service_requests",
+        {"operation": "PollWorkflowTaskQueue", "service_name": "frontend"},
+    ),
+    "activity_polls": (
+        "service_requests",
+        {"operation": "PollActivityTaskQueue", "service_name": "frontend"},
+    ),
 }
 _SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
@@ -317,6 +326,7 @@ WORK_HEADERS: Final = (
     "UpdateWorkflowExecution / beat",
     "workflow tasks/s",
     "per beat",
+    "long polls answered/s",
 )
 
 
@@ -331,6 +341,7 @@ def work_row(label: str, work: dict[str, float], seconds: float, beats: float) -
         per_beat(work["updates"], beats),
         f"{work['workflow_tasks'] / seconds:.1f}",
         per_beat(work["workflow_tasks"], beats),
+        f"{(work['workflow_polls'] + work['activity_polls']) / seconds:.1f}",
     ]
 
 

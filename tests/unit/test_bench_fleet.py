@@ -311,6 +311,14 @@ METRICS = "\n".join(
             namespace="default",
             operation="SignalWithStartWorkflowExecution",
         ),
+        _sample(
+            "service_requests",
+            9,
+            namespace="default",
+            operation="PollWorkflowTaskQueue",
+            service_name="frontend",
+        ),
+        _sample("service_requests", 4, namespace="default", operation="PollWorkflowTaskQueue"),
     ]
 )
 
@@ -322,22 +330,38 @@ def test_server_counters_of_one_namespace() -> None:
         "persistence": 159.0,  # every operation of the namespace, the system one left out
         "updates": 119.0,
         "workflow_tasks": 40.0,  # the history service's, not the frontend's
+        "workflow_polls": 9.0,  # the frontend's, not matching's
+        "activity_polls": 0.0,
     }
     assert server_counters(METRICS, namespace="temporal_system")["transitions"] == 2.0
     assert server_counters("") == dict.fromkeys(counters, 0.0)
 
 
 def test_work_per_second_and_per_beat() -> None:
-    before = {"transitions": 100.0, "persistence": 200.0, "updates": 90.0, "workflow_tasks": 30.0}
-    after = {"transitions": 700.0, "persistence": 1200.0, "updates": 690.0, "workflow_tasks": 230.0}
+    keys = ("transitions", "persistence", "updates", "workflow_tasks")
+    polls = ("workflow_polls", "activity_polls")
+    before = dict(zip(keys + polls, (100.0, 200.0, 90.0, 30.0, 10.0, 20.0), strict=True))
+    after = dict(zip(keys + polls, (700.0, 1200.0, 690.0, 230.0, 40.0, 70.0), strict=True))
     work = counter_delta(before, after)
     assert work == {
         "transitions": 600.0,
         "persistence": 1000.0,
         "updates": 600.0,
         "workflow_tasks": 200.0,
+        "workflow_polls": 30.0,
+        "activity_polls": 50.0,
     }
-    row = dict(zip(WORK_HEADERS[:3], work_row("500", work, 10.0, 100)[:3], strict=True))
-    assert row == {"hosts": "500", "state transitions/s": "60.0", "per beat": "6.00"}
-    assert work_row("500", work, 10.0, 100)[-3:] == ["6.00", "20.0", "2.00"]
+    row = work_row("500", work, 10.0, 100)
+    assert len(row) == len(WORK_HEADERS)
+    assert row == [
+        "500",
+        "60.0",
+        "6.00",
+        "100.0",
+        "10.00",
+        "6.00",
+        "20.0",
+        "2.00",
+        "8.0",
+    ]
     assert work_row("idle", work, 10.0, 0)[2] == "-"
