@@ -93,7 +93,7 @@ READY_SECONDS: Final = 90.0
 CLAIM_SECONDS: Final = 240.0
 DRAIN_CAP_SECONDS: Final = 120.0
 DRAIN_STALL_SECONDS: Final = 15.0
-PROBE_BEATS_PER_SECOND: Final = 10.0
+PROBE_INTERVAL_SECONDS: Final = 0.1
 PROBE_MAX_BEATS: Final = 1200
 HISTORY_FETCHES_AT_ONCE: Final = 4
 _PR_SET_PDEATHSIG: Final = 1
@@ -323,25 +323,59 @@ WORK_HEADERS: Final = (
     "per beat",
     "persistence requests/s",
     "per beat",
-    "UpdateWorkflowExecution / beat",
+    "UpdateWorkflowExecution per beat",
     "workflow tasks/s",
     "per beat",
     "long polls answered/s",
+    "server CPU ms per beat",
+    "AgentHeartbeat worker CPU ms per beat",
 )
 
 
-def work_row(label: str, work: dict[str, float], seconds: float, beats: float) -> list[str]:
-    """Counters over a window: per second, and per recorded beat (pings and pollers too)."""
+def cpu_ms(cpu_percent_of_core: float, seconds: float) -> float:
+    return cpu_percent_of_core * 10.0 * seconds  # 1 % of a core = 10 ms of CPU a second
+
+
+@dataclass(frozen=True)
+class WorkWindow:
+    """One row of the server-work table: a window's counters and CPU."""
+
+    label: str
+    work: dict[str, float]
+    seconds: float
+    beats: float  # recorded in the window (0 without beats)
+    cpu: list[float]  # server, worker, simulator, machine
+
+
+# Below this share of its own beats, a window adds too few beats over the row above for a
+# per-beat difference to mean anything (the server was saturated).
+MARGINAL_SHARE: Final = 0.2
+
+
+def work_row(window: WorkWindow, base: WorkWindow) -> list[str]:
+    """Per second as measured; per beat as the marginal cost over the row above (`base`):
+    the difference in counters divided by the difference in recorded beats, so that the
+    background (pollers, deployment workflows, pings) cancels out."""
+    w, seconds = window.work, window.seconds
+    scale = seconds / base.seconds  # the base's rates over this window's length
+    extra = window.beats - base.beats * scale
+    if extra <= MARGINAL_SHARE * window.beats:
+        extra = 0.0  # no beats, or saturated: no marginal cost to show
+    net = {key: w[key] - base.work[key] * scale for key in WATCHED}
+    server_ms = cpu_ms(window.cpu[0], seconds) - cpu_ms(base.cpu[0], seconds)
+    worker_ms = cpu_ms(window.cpu[1], seconds) - cpu_ms(base.cpu[1], seconds)
     return [
-        label,
-        f"{work['transitions'] / seconds:.1f}",
-        per_beat(work["transitions"], beats),
-        f"{work['persistence'] / seconds:.1f}",
-        per_beat(work["persistence"], beats),
-        per_beat(work["updates"], beats),
-        f"{work['workflow_tasks'] / seconds:.1f}",
-        per_beat(work["workflow_tasks"], beats),
-        f"{(work['workflow_polls'] + work['activity_polls']) / seconds:.1f}",
+        window.label,
+        f"{w['transitions'] / seconds:.1f}",
+        per_beat(net["transitions"], extra),
+        f"{w['persistence'] / seconds:.1f}",
+        per_beat(net["persistence"], extra),
+        per_beat(net["updates"], extra),
+        f"{w['workflow_tasks'] / seconds:.1f}",
+        per_beat(net["workflow_tasks"], extra),
+        f"{(w['workflow_polls'] + w['activity_polls']) / seconds:.1f}",
+        f"{server_ms / extra:.1f}" if extra else "-",
+        f"{worker_ms / extra:.1f}" if extra else "-",
     ]
 
 
@@ -392,7 +426,6 @@ class ProbeResult:
     events_in_run: int
     bytes_in_run: int
     seconds: float
-    work: dict[str, float]  # WATCHED counters over all the probe's beats
 
 
 @dataclass(frozen=True)
@@ -405,8 +438,11 @@ class Setup:
     claim_seconds: float
     claimed: int
     idle_seconds: float
-    idle_cpu: list[float]  # server, worker, simulator, machine: pollers only, no beats
+    # the fleet without beats (pollers, deployment workflows, one ping a second)
+    idle_cpu: list[float]  # server, worker, simulator, machine
     idle_work: dict[str, float]
+    idle_pings_sent: int
+    idle_pings: Summary | None
 
 
 # ---- the machine ----------------------------------------------------------------------------
@@ -860,18 +896,18 @@ class Window:
     round_trips: list[float]
 
 
-async def measure_window(bench: Bench) -> Window:
+async def measure_window(bench: Bench, seconds: float) -> Window:
     """The window proper: CPU of every process, the server's counters, and pings."""
     stop = asyncio.Event()
     counters = await scrape(bench.server.metrics_port)
     bench.clock.start()
     pinger = asyncio.create_task(ping_until(bench.client, bench.pingable, stop, bench.rng))
-    await asyncio.sleep(bench.duration)  # the measured span itself, not a synchronisation
-    seconds, cpu = bench.clock.stop()
+    await asyncio.sleep(seconds)  # the measured span itself, not a synchronisation
+    elapsed, cpu = bench.clock.stop()
     work = counter_delta(counters, await scrape(bench.server.metrics_port))
     stop.set()
     pings_sent, round_trips = await pinger
-    return Window(seconds, cpu, work, pings_sent, round_trips)
+    return Window(elapsed, cpu, work, pings_sent, round_trips)
 
 
 async def run_step(bench: Bench, count: int) -> StepResult:
@@ -891,7 +927,7 @@ async def run_step(bench: Bench, count: int) -> StepResult:
     late = await wait_first_beats(tally, max(4 * bench.every, 60.0))
     warmup = time.monotonic() - began
     start, recorded_before_window = time.time(), recorded_total(bench.conn, hosts)
-    measured = await measure_window(bench)
+    measured = await measure_window(bench, bench.duration)
     recorded_in_window = recorded_total(bench.conn, hosts) - recorded_before_window
     end = start + measured.seconds
     server_rss, sim_rss = rss_mib(bench.server.proc.pid), rss_mib(os.getpid())
@@ -931,44 +967,35 @@ async def run_step(bench: Bench, count: int) -> StepResult:
 # ---- continue-as-new, observed --------------------------------------------------------------
 
 
-async def first_continued_run(client: Client, host_id: str) -> str | None:
-    query = (
-        f"WorkflowId = '{heartbeat_workflow_id(host_id)}' AND ExecutionStatus = 'ContinuedAsNew'"
-    )
-    async for execution in client.list_workflows(query):
-        return execution.run_id
-    return None
-
-
-async def continue_as_new_probe(client: Client, metrics_port: int) -> ProbeResult | None:
-    """One host beats at 10/s (each beat acknowledged before the next) until its run has
-    continued as new: how many beats, events and bytes one `AgentHeartbeat` run holds."""
+async def continue_as_new_probe(client: Client) -> ProbeResult | None:
+    """One host beats 10 times a second (each acknowledged before the next) until its first
+    run has continued as new: how many beats, events and bytes one `AgentHeartbeat` run
+    holds. Beats this close can share a workflow task on a slow machine: compare the run's
+    events per beat with the fleet's."""
     host_id = "fleet-probe-00000"
-    counters = await scrape(metrics_port)
+    handle = client.get_workflow_handle(heartbeat_workflow_id(host_id))
     began = time.monotonic()
-    run_id: str | None = None
-    sent = 0
-    while sent < PROBE_MAX_BEATS and run_id is None:
+    await send_heartbeat(client, idle_host_status(host_id))
+    first_run = (await handle.describe()).run_id
+    sent, continued = 1, False
+    while sent < PROBE_MAX_BEATS and not continued:
         tick = time.monotonic()
         await send_heartbeat(client, idle_host_status(host_id))
         sent += 1
         if sent % 50 == 0:
-            run_id = await first_continued_run(client, host_id)
-        await asyncio.sleep(max(0.0, 1 / PROBE_BEATS_PER_SECOND - (time.monotonic() - tick)))
-    seconds = time.monotonic() - began
-    work = counter_delta(counters, await scrape(metrics_port))
-    if run_id is None:
+            continued = (await handle.describe()).run_id != first_run
+        await asyncio.sleep(max(0.0, PROBE_INTERVAL_SECONDS - (time.monotonic() - tick)))
+    if not continued:
         return None
-    handle = client.get_workflow_handle(heartbeat_workflow_id(host_id), run_id=run_id)
-    events = (await handle.fetch_history()).events
+    run = client.get_workflow_handle(heartbeat_workflow_id(host_id), run_id=first_run)
+    events = (await run.fetch_history()).events
     beats = sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
     return ProbeResult(
         beats_sent=sent,
         beats_in_run=beats,
         events_in_run=len(events),
         bytes_in_run=sum(e.ByteSize() for e in events),
-        seconds=seconds,
-        work=work,
+        seconds=time.monotonic() - began,
     )
 
 
@@ -1006,32 +1033,39 @@ def render_report(
         "",
         "## Server work (the dev server's /metrics, namespace `default`)",
         "",
-        render_table(WORK_HEADERS, work_rows(steps, setup, probe)),
+        render_table(WORK_HEADERS, work_rows(steps, setup)),
         "",
         *notes(steps, setup, probe),
     ]
     return "\n".join(parts) + "\n"
 
 
-def work_rows(
-    steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None
-) -> list[list[str]]:
-    """Idle first (pollers alone), the probe (beats alone), then each step (beats, pings)."""
-    rows = [work_row("idle", setup.idle_work, setup.idle_seconds, 0)]
-    if probe is not None:
-        rows.append(work_row("probe, 1 host", probe.work, probe.seconds, probe.beats_sent))
+def work_rows(steps: Sequence[StepResult], setup: Setup) -> list[list[str]]:
+    """The fleet without beats first (pollers, pings), then each step."""
+    idle = WorkWindow("no beats", setup.idle_work, setup.idle_seconds, 0, setup.idle_cpu)
+    windows = [idle]
     for step in steps:
-        recorded = step.recorded_in_window
-        rows.append(work_row(f"{step.hosts:,}", step.server_work, step.window_seconds, recorded))
-    return rows
+        cpu = [step.server_cpu, step.control_plane_cpu, step.simulator_cpu, step.machine_cpu]
+        windows.append(
+            WorkWindow(
+                f"{step.hosts:,}",
+                step.server_work,
+                step.window_seconds,
+                step.recorded_in_window,
+                cpu,
+            )
+        )
+    return [work_row(w, base) for w, base in zip(windows, [idle, *windows], strict=False)]
 
 
 def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) -> list[str]:
     server, worker, simulator, machine = setup.idle_cpu
     lines = [
-        f"- Idle, before any beat ({setup.ping_hosts} ping hosts' workers polling, "
+        f"- No beats yet ({setup.ping_hosts} ping hosts' workers polling, one ping a second, "
         f"{setup.idle_seconds:.0f} s): server {server:.1f} %, AgentHeartbeat worker "
-        f"{worker:.1f} %, simulator {simulator:.1f} %, machine {machine:.1f} % of a core.",
+        f"{worker:.1f} %, simulator {simulator:.1f} %, machine {machine:.1f} % of a core; "
+        f"pings ok {setup.idle_pings.count if setup.idle_pings else 0} / "
+        f"{setup.idle_pings_sent}, p50 / p99 {ms_pair(setup.idle_pings)} ms.",
         "- CPU: utime+stime from /proc over the window, % of one core (200 % = both cores). "
         "Machine CPU counts every process, so what is not server, worker or simulator is "
         "other load on the machine.",
@@ -1042,8 +1076,10 @@ def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) 
         "- Lost: acknowledged by the server but never recorded in cloud.db (after draining). "
         "Failed sends: the RPC errored or outlasted the beat interval (the orchestrator's "
         "timeout); the host retries at its next tick.",
-        "- Server work: counters of the window per second and per recorded beat; a step's "
-        "figures include the pings (one a second) and the pollers, the probe's are beats alone. "
+        "- Server work: counters of the window per second; per beat, the marginal cost over "
+        "the row above (the difference in counters or CPU over the difference in recorded "
+        "beats), so that pollers, deployment workflows and pings cancel out; a dash where the "
+        "server recorded too few more beats than the row above (saturated). "
         "A state transition is one update of a workflow's mutable state; workflow tasks are "
         "the history service's RecordWorkflowTaskStarted.",
         "- sqlite bytes / beat: growth of the server's sqlite file and WAL over the step, "
@@ -1059,10 +1095,11 @@ def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) 
         lines.append("- Continue-as-new probe: skipped or no run continued as new.")
     else:
         lines.append(
-            f"- Continue-as-new probe (one host at {PROBE_BEATS_PER_SECOND:g} beats/s): its "
+            "- Continue-as-new probe (one host, 10 beats a second): its "
             f"first run continued as new after {probe.beats_in_run} beats, "
             f"{probe.events_in_run:,} events, {probe.bytes_in_run:,} bytes of history "
-            f"({probe.beats_sent} beats sent, {probe.seconds:.0f} s)."
+            f"({probe.events_in_run / probe.beats_in_run:.2f} events a beat; "
+            f"{probe.beats_sent} beats sent in {probe.seconds:.0f} s)."
         )
     return lines
 
@@ -1096,16 +1133,12 @@ IDLE_SECONDS: Final = 20.0
 
 
 async def prepare(bench: Bench, options: Options) -> Setup:
-    """Ping hosts made current, then the cost of the fleet's pollers alone (no beats)."""
+    """Ping hosts made current, then the fleet without beats: pollers, deployments, pings."""
     began = time.monotonic()
     claimed = await claim_all(bench.client, bench.pingable)
     claim_seconds = time.monotonic() - began
     print(f"ping hosts: {claimed}/{len(bench.pingable)} current in {claim_seconds:.0f} s")
-    counters = await scrape(bench.server.metrics_port)
-    bench.clock.start()
-    await asyncio.sleep(IDLE_SECONDS)  # the measured span itself
-    idle_seconds, idle_cpu = bench.clock.stop()
-    idle_work = counter_delta(counters, await scrape(bench.server.metrics_port))
+    idle = await measure_window(bench, IDLE_SECONDS)
     return Setup(
         every=bench.every,
         compress=options.compress,
@@ -1114,9 +1147,11 @@ async def prepare(bench: Bench, options: Options) -> Setup:
         sample=options.sample,
         claim_seconds=claim_seconds,
         claimed=claimed,
-        idle_seconds=idle_seconds,
-        idle_cpu=idle_cpu,
-        idle_work=idle_work,
+        idle_seconds=idle.seconds,
+        idle_cpu=idle.cpu,
+        idle_work=idle.work,
+        idle_pings_sent=idle.pings_sent,
+        idle_pings=summarize(idle.round_trips),
     )
 
 
@@ -1154,7 +1189,7 @@ async def run_fleet(options: Options, work: Path, server: Server) -> str:
     running = [asyncio.create_task(w.run()) for w in workers]
     try:
         setup = await prepare(bench, options)
-        probe = await continue_as_new_probe(client, server.metrics_port) if options.probe else None
+        probe = await continue_as_new_probe(client) if options.probe else None
         print(f"continue-as-new probe: {probe}", flush=True)
         steps = await run_steps(bench, options.hosts)
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

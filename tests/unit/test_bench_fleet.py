@@ -28,6 +28,7 @@ from bench.fleet import (
     HistoryStats,
     StepResult,
     Summary,
+    WorkWindow,
     beat_interval,
     cost_row,
     counter_delta,
@@ -337,7 +338,7 @@ def test_server_counters_of_one_namespace() -> None:
     assert server_counters("") == dict.fromkeys(counters, 0.0)
 
 
-def test_work_per_second_and_per_beat() -> None:
+def test_work_per_second_and_marginal_per_beat() -> None:
     keys = ("transitions", "persistence", "updates", "workflow_tasks")
     polls = ("workflow_polls", "activity_polls")
     before = dict(zip(keys + polls, (100.0, 200.0, 90.0, 30.0, 10.0, 20.0), strict=True))
@@ -351,17 +352,33 @@ def test_work_per_second_and_per_beat() -> None:
         "workflow_polls": 30.0,
         "activity_polls": 50.0,
     }
-    row = work_row("500", work, 10.0, 100)
+    # idle: 1 transition and 20 persistence requests a second, 5 % of a core for the server
+    idle_work = dict(zip(keys + polls, (20.0, 400.0, 0.0, 0.0, 60.0, 100.0), strict=True))
+    idle = WorkWindow("idle", idle_work, 20.0, 0, [5.0, 0.0, 0.0, 6.0])
+    window = WorkWindow("500", work, 10.0, 100, [45.0, 12.0, 3.0, 70.0])
+    row = work_row(window, idle)
     assert len(row) == len(WORK_HEADERS)
     assert row == [
         "500",
-        "60.0",
-        "6.00",
+        "60.0",  # transitions per second, as measured
+        "5.90",  # (600 - 1 x 10) / 100 beats
         "100.0",
-        "10.00",
+        "8.00",  # (1000 - 20 x 10) / 100
         "6.00",
         "20.0",
         "2.00",
-        "8.0",
+        "8.0",  # (30 + 50) polls / 10 s
+        "40.0",  # (45 - 5) % of a core = 400 ms/s, at 10 beats/s
+        "12.0",
     ]
-    assert work_row("idle", work, 10.0, 0)[2] == "-"
+    assert work_row(idle, idle) == [
+        "idle", "1.0", "-", "20.0", "-", "-", "0.0", "-", "8.0", "-", "-"
+    ]  # fmt: skip
+    # the next step: 300 beats more than `window` would have had in 10 s, 2 transitions each
+    busier = dict(work, transitions=1200.0)
+    step = WorkWindow("1,000", busier, 10.0, 400, [75.0, 24.0, 5.0, 110.0])
+    assert work_row(step, window)[2] == "2.00"
+    assert work_row(step, window)[-2:] == ["10.0", "4.0"]  # 3,000 and 1,200 ms more
+    # saturated: hardly more beats recorded than the step before, so no marginal figure
+    flat = WorkWindow("2,000", busier, 10.0, 110, [90.0, 25.0, 6.0, 130.0])
+    assert work_row(flat, window)[2] == "-" and work_row(flat, window)[-1] == "-"
