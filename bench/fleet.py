@@ -1129,17 +1129,21 @@ async def claim_all(client: Client, hosts: Sequence[str]) -> int:
     return sum(1 for t in done if t.exception() is None)
 
 
-IDLE_SECONDS: Final = 20.0
+IDLE_SECONDS: Final = 30.0
 
 
-async def prepare(bench: Bench, options: Options) -> Setup:
-    """Ping hosts made current, then the fleet without beats: pollers, deployments, pings."""
+async def prepare(bench: Bench, options: Options) -> tuple[Setup, ProbeResult | None]:
+    """Ping hosts made current; the continue-as-new probe, which also leaves the deployment
+    workflows the claims woke time to settle; then the fleet without beats (pollers,
+    deployment workflows, pings), the background the steps' marginal costs are taken over."""
     began = time.monotonic()
     claimed = await claim_all(bench.client, bench.pingable)
     claim_seconds = time.monotonic() - began
     print(f"ping hosts: {claimed}/{len(bench.pingable)} current in {claim_seconds:.0f} s")
+    probe = await continue_as_new_probe(bench.client) if options.probe else None
+    print(f"continue-as-new probe: {probe}", flush=True)
     idle = await measure_window(bench, IDLE_SECONDS)
-    return Setup(
+    setup = Setup(
         every=bench.every,
         compress=options.compress,
         duration=options.duration,
@@ -1153,6 +1157,7 @@ async def prepare(bench: Bench, options: Options) -> Setup:
         idle_pings_sent=idle.pings_sent,
         idle_pings=summarize(idle.round_trips),
     )
+    return setup, probe
 
 
 async def run_steps(bench: Bench, counts: Sequence[int]) -> list[StepResult]:
@@ -1188,9 +1193,7 @@ async def run_fleet(options: Options, work: Path, server: Server) -> str:
     workers = [ping_worker(client, h, executor) for h in bench.pingable]
     running = [asyncio.create_task(w.run()) for w in workers]
     try:
-        setup = await prepare(bench, options)
-        probe = await continue_as_new_probe(client) if options.probe else None
-        print(f"continue-as-new probe: {probe}", flush=True)
+        setup, probe = await prepare(bench, options)
         steps = await run_steps(bench, options.hosts)
         date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         machine, software = machine_description(), versions(config.binary)
