@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -216,29 +218,48 @@ def test_a_kubernetes_host_is_refused_and_nothing_is_written(
 # ---- an upgrade that upgrades -----------------------------------------------------------------
 
 
-def build_next_version(tag: str, version: str) -> None:
-    """The orchestrator image of the next release: the same code, another version."""
+def build_next_version(tag: str, version: str, dockerfile: str = "next-version.Dockerfile") -> None:
+    """The orchestrator image of the next release, built over `tag`: by default the same code
+    with another version (the Dockerfile says what else changes)."""
     done = run(["docker", "build", "-q", "--build-arg", f"FROM_IMAGE={tag}", "--build-arg",
-                f"NEXT_VERSION={version}", "-t", tag, "-f", str(HERE / "next-version.Dockerfile"),
+                f"NEXT_VERSION={version}", "-t", tag, "-f", str(HERE / dockerfile),
                 str(HERE)])  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+@contextmanager
+def own_channel() -> Iterator[str]:
+    """A channel tag of this test's own, on today's image: an upgrade may move it freely."""
+    channel = f"bigeyedata/agent-orchestrator:e2e-{uuid.uuid4().hex[:8]}"
+    assert run(["docker", "tag", "bigeyedata/agent-orchestrator:dev", channel]).returncode == 0
+    try:
+        yield channel
+    finally:
+        subprocess.run(["docker", "rmi", "-f", channel], capture_output=True)
+
+
+def host_on_channel(
+    cloud: Cloud, make_host_dir: Any, channel: str, job_seconds: int
+) -> tuple[HostDir, str]:
+    """A registered, healthy host whose stack follows `channel`, with datahealth jobs that run
+    `job_seconds` (long enough to outlive an upgrade); and its orchestrator's version."""
+    host = make_host_dir(cloud=cloud, first_host_keys=True)
+    host.extra_env["BIGEYE_ORCHESTRATOR_IMAGE"] = channel
+    assert host.register(f"datahealth={DEMO_IMAGE}").returncode == 0
+    become_healthy(cloud, host)
+    before = str(cloud_host(cloud, host.host_id)["orchestrator_version"])
+    config_path = host.path / "bigeye_agent.yml"
+    config = yaml.safe_load(config_path.read_text())
+    config["agents"]["datahealth"]["env"] = {"DEMO_SLEEP_SECONDS": str(job_seconds)}
+    config_path.write_text(yaml.safe_dump(config))
+    return host, before
 
 
 def test_compose_upgrade_moves_to_the_next_version_while_a_job_runs(
     cloud: Cloud, make_host_dir: Any
 ) -> None:
-    channel = f"bigeyedata/agent-orchestrator:e2e-{uuid.uuid4().hex[:8]}"
-    assert run(["docker", "tag", "bigeyedata/agent-orchestrator:dev", channel]).returncode == 0
-    try:
-        host = make_host_dir(cloud=cloud, first_host_keys=True)
-        host.extra_env["BIGEYE_ORCHESTRATOR_IMAGE"] = channel
-        assert host.register(f"datahealth={DEMO_IMAGE}").returncode == 0
-        become_healthy(cloud, host)
-        before = cloud_host(cloud, host.host_id)["orchestrator_version"]
-        config_path = host.path / "bigeye_agent.yml"
-        config = yaml.safe_load(config_path.read_text())
-        config["agents"]["datahealth"]["env"] = {"DEMO_SLEEP_SECONDS": "15"}  # a job to outlive
-        config_path.write_text(yaml.safe_dump(config))
+    with own_channel() as channel:
+        host, before = host_on_channel(cloud, make_host_dir, channel, job_seconds=15)
         code, body, err = cloud.run_job(host.host_id, "datahealth", "file_name=a.yml", wait=False)
         assert code == 0 and body is not None, err
         wait_for(host.job_containers, 60, "the job's container")
@@ -254,5 +275,3 @@ def test_compose_upgrade_moves_to_the_next_version_while_a_job_runs(
             90,
             "a heartbeat from the new version",
         )
-    finally:
-        subprocess.run(["docker", "rmi", "-f", channel], capture_output=True)

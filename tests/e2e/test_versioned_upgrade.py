@@ -10,26 +10,22 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from orchestrator.contract import job_workflow_id
-from tests.e2e.conftest import DEMO_IMAGE, Cloud, HostDir, run
-from tests.e2e.test_migrate import cloud_host
-from tests.e2e.test_register import become_healthy, finished_run
+from tests.e2e.conftest import Cloud, HostDir, run
+from tests.e2e.test_migrate import build_next_version, host_on_channel, own_channel
+from tests.e2e.test_register import finished_run
 from tests.waiting import wait_for
 from workflows.agent_job import AgentJobRun
 
 pytestmark = pytest.mark.e2e
-HERE = Path(__file__).parent
 NEXT = "0.1.98"
 
 REPLAY = """
@@ -51,13 +47,6 @@ async def main() -> None:
 if __name__ == "__main__":
     asyncio.run(main())
 """
-
-
-def build_incompatible(tag: str, version: str) -> None:
-    done = run(["docker", "build", "-q", "--build-arg", f"FROM_IMAGE={tag}", "--build-arg",
-                f"NEXT_VERSION={version}", "-t", tag, "-f",
-                str(HERE / "incompatible-version.Dockerfile"), str(HERE)])  # fmt: skip
-    assert done.returncode == 0, done.stderr
 
 
 def histories(cloud: Cloud, job_id: str) -> list[WorkflowHistory]:
@@ -117,18 +106,8 @@ def inspect(name: str) -> dict[str, Any]:
 def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_started_it(
     cloud: Cloud, make_host_dir: Any
 ) -> None:
-    channel = f"bigeyedata/agent-orchestrator:e2e-{uuid.uuid4().hex[:8]}"
-    assert run(["docker", "tag", "bigeyedata/agent-orchestrator:dev", channel]).returncode == 0
-    try:
-        host = make_host_dir(cloud=cloud, first_host_keys=True)
-        host.extra_env["BIGEYE_ORCHESTRATOR_IMAGE"] = channel
-        assert host.register(f"datahealth={DEMO_IMAGE}").returncode == 0
-        become_healthy(cloud, host)
-        before = cloud_host(cloud, host.host_id)["orchestrator_version"]
-        config_path = host.path / "bigeye_agent.yml"
-        config = yaml.safe_load(config_path.read_text())
-        config["agents"]["datahealth"]["env"] = {"DEMO_SLEEP_SECONDS": "25"}  # to outlive it
-        config_path.write_text(yaml.safe_dump(config))
+    with own_channel() as channel:
+        host, before = host_on_channel(cloud, make_host_dir, channel, job_seconds=25)
         since = time.time() - 1
         code, started, err = cloud.run_job(
             host.host_id, "datahealth", "file_name=a.yml", wait=False
@@ -136,7 +115,7 @@ def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_star
         assert code == 0 and started is not None, err
         wait_for(host.job_containers, 60, "the job's container")
 
-        build_incompatible(channel, NEXT)
+        build_next_version(channel, NEXT, "incompatible-version.Dockerfile")
         done = host.agent_cli("compose", "upgrade")
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"upgraded the orchestrator: {before} → {NEXT}" in done.stdout, done.stdout
@@ -193,5 +172,3 @@ def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_star
         assert again.returncode == 0, again.stdout + again.stderr
         assert f"removed {drainer}" in again.stdout and drainers(host) == []
         assert f"the orchestrator is up to date ({NEXT})" in again.stdout
-    finally:
-        subprocess.run(["docker", "rmi", "-f", channel], capture_output=True)
