@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import platform
@@ -38,7 +37,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,9 +54,17 @@ from temporalio.converter import PayloadConverter
 from temporalio.worker import Worker
 
 from activities.hoststatus import HostActivities
+from bench.stats import percentile, render_table
+from bench.world import proc_ticks, rss_mb
 from devcloud import db
 from devcloud.control_plane import control_plane_worker
-from devcloud.temporal_server import DevServerConfig, find_temporal_binary, pick_port, probe
+from devcloud.temporal_server import (
+    DevServerConfig,
+    die_with_parent,
+    find_temporal_binary,
+    pick_port,
+    probe,
+)
 from orchestrator.contract import (
     DEFAULT_NAMESPACE,
     HEARTBEAT_WORKFLOW_TYPE,
@@ -96,7 +103,6 @@ DRAIN_STALL_SECONDS: Final = 15.0
 PROBE_INTERVAL_SECONDS: Final = 0.1
 PROBE_MAX_BEATS: Final = 1200
 HISTORY_FETCHES_AT_ONCE: Final = 4
-_PR_SET_PDEATHSIG: Final = 1
 
 
 # ---- pure pieces ----------------------------------------------------------------------------
@@ -113,15 +119,6 @@ def phase_offsets(count: int, every: float, rng: random.Random) -> list[float]:
     """Each host's first beat, uniform in [0, every): hosts that start together do not beat
     in lockstep, as real hosts started at unrelated times do not."""
     return [rng.random() * every for _ in range(count)]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0…100): always one of the measured values."""
-    if not values:
-        raise ValueError("no values")
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
-    return ordered[int(rank) - 1]
 
 
 @dataclass(frozen=True)
@@ -162,17 +159,6 @@ def ms_pair(summary: Summary | None) -> str:
     if summary is None:
         return "-"
     return f"{summary.p50:.0f} / {summary.p99:.0f}"
-
-
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A markdown table; every column but the first is right-aligned (they are figures)."""
-    aligns = ["---"] + ["---:"] * (len(headers) - 1)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
-    for row in rows:
-        if len(row) != len(headers):
-            raise ValueError(f"row has {len(row)} cells, table has {len(headers)} columns")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
 
 
 # What the dev server's /metrics counts in the namespace: name → (metric, labels to match).
@@ -448,12 +434,6 @@ class Setup:
 # ---- the machine ----------------------------------------------------------------------------
 
 
-def proc_ticks(pid: int) -> int:
-    """utime + stime of one process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def machine_ticks() -> int:
     """Busy ticks of every CPU (all of /proc/stat's first line but idle and iowait)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -463,13 +443,6 @@ def machine_ticks() -> int:
 def self_ticks() -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return round((usage.ru_utime + usage.ru_stime) * os.sysconf("SC_CLK_TCK"))
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def machine_description() -> str:
@@ -528,12 +501,6 @@ class CpuClock:
 # ---- the processes: dev server and the AgentHeartbeat worker ---------------------------------
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: SIGTERM when the bench dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
 def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
     if proc.poll() is not None:
         return
@@ -564,7 +531,7 @@ def start_server(work: Path, output: TextIO) -> Server:
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     return Server(config, metrics_port, proc)
 
@@ -602,7 +569,7 @@ async def start_control_plane(address: str, state_dir: Path) -> asyncio.subproce
         "--address", address,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )  # fmt: skip
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), READY_SECONDS)
@@ -930,7 +897,7 @@ async def run_step(bench: Bench, count: int) -> StepResult:
     measured = await measure_window(bench, bench.duration)
     recorded_in_window = recorded_total(bench.conn, hosts) - recorded_before_window
     end = start + measured.seconds
-    server_rss, sim_rss = rss_mib(bench.server.proc.pid), rss_mib(os.getpid())
+    server_rss, sim_rss = rss_mb(bench.server.proc.pid), rss_mb(os.getpid())
     stop.set()
     await asyncio.gather(*beating)
     recorded = await drain(bench.conn, hosts, before, tally.acknowledged())

@@ -55,10 +55,6 @@ class Stack:
             domain="host.docker.internal",
         )
 
-    def compose(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return check([str(BIN / "bigeye-agent"), "compose", *args], cwd=self.host_dir,
-                     env=self.env)  # fmt: skip
-
     def container(self) -> str:
         project = self.env["BIGEYE_COMPOSE_PROJECT"]
         done = check([

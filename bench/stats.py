@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile (p50 of [1, 2, 3, 4] is 2): every figure is a measured one."""
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0…100): always one of the measured values."""
     if not values:
         raise ValueError("no values")
     ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil without floats drifting
+    return ordered[int(rank) - 1]
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table; every column but the first is right-aligned (they are figures)."""
+    aligns = ["---"] + ["---:"] * (len(headers) - 1)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row has {len(row)} cells, table has {len(headers)} columns")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -52,15 +62,13 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:.{_digits(unit, value)}f} {unit}"
 
 
+TABLE_HEADERS = ("figure", "where", "baseline", "ours", "ours vs baseline", "target")
+
+
 def table(rows: Sequence[Row]) -> str:
-    lines = [
-        "| figure | where | baseline | ours | ours vs baseline | target |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        base = f"{fmt(row.baseline, row.unit)} ({row.baseline_name})" if row.baseline_name else "—"
-        lines.append(
-            f"| {row.figure} | {row.where} | {base} | {fmt(row.ours, row.unit)} | "
-            f"{row.comparison()} | {row.target} |"
-        )
-    return "\n".join(lines)
+    return render_table(TABLE_HEADERS, [_cells(row) for row in rows])
+
+
+def _cells(row: Row) -> list[str]:
+    base = f"{fmt(row.baseline, row.unit)} ({row.baseline_name})" if row.baseline_name else "—"
+    return [row.figure, row.where, base, fmt(row.ours, row.unit), row.comparison(), row.target]

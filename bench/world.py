@@ -17,15 +17,11 @@ from typing import Any, TypeVar
 
 import yaml
 
+from devcloud.temporal_server import DevServerConfig, find_temporal_binary, pick_port
+
 BIN = Path(sys.executable).parent
 DEMO_IMAGE = "bigeye-demo-agent:dev"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(check: Callable[[], T | None], within: float, what: str) -> T:
@@ -48,15 +44,20 @@ def port_open(port: int) -> bool:
 
 
 class DevServer:
+    """devcloud's dev server command, on a database file in the bench's work directory."""
+
     def __init__(self, work: Path) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.port = pick_port()
+        config = DevServerConfig(
+            binary=find_temporal_binary(),
+            db_file=work / "temporal.db",
+            port=self.port,
+            ui_port=pick_port(exclude=frozenset({self.port})),
+        )
+        self.address = config.address
         self._proc = subprocess.Popen(
-            [str(BIN / "temporal"), "server", "start-dev", "--ip", "127.0.0.1",
-             "--port", str(self.port), "--ui-port", str(free_port()), "--headless",
-             "--log-level", "error", "--db-filename", str(work / "temporal.db")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            config.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_for(lambda: port_open(self.port), 60, "the Temporal dev server")
 
     def stop(self) -> None:
@@ -64,13 +65,18 @@ class DevServer:
         self._proc.wait(30)
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (clock ticks → seconds)."""
+def proc_ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (fields 14 and 15 of /proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    return proc_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
+    """Resident memory in MiB (VmRSS), as the tables print it in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -99,7 +105,7 @@ class Orchestrator:
             env={
                 **os.environ,
                 "BIGEYE_AGENT_CONFIG": str(self.config),
-                "BIGEYE_HEALTH_ADDR": f"127.0.0.1:{free_port()}",
+                "BIGEYE_HEALTH_ADDR": f"127.0.0.1:{pick_port()}",
                 "BIGEYE_LOG_FORMAT": "json",
                 "BIGEYE_MAX_CONCURRENT_JOBS": str(slots),
             },

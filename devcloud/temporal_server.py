@@ -111,7 +111,7 @@ class DevServerConfig:
         return argv
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: get SIGTERM if the devcloud process dies without cleaning up."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -156,7 +156,7 @@ class TemporalDevServer:
     async def start(self) -> None:
         argv = self.config.command()
         log.info("temporal_starting", command=argv)
-        preexec: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
+        preexec: Callable[[], None] | None = die_with_parent if sys.platform == "linux" else None
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
