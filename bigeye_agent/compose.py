@@ -147,9 +147,13 @@ def apply(
     failure changes nothing. Returns the orchestrator's version before and after."""
     before = orchestrator_release(host_dir, env)
     old = before.version if before is not None else None
-    draining = before is not None and drainer.needs_drainer(before, image_version(host_dir, env))
-    if before is not None and draining:
-        problem = drainer.create(before, project(env), env)
+    leaving = (
+        before
+        if before is not None and drainer.needs_drainer(before, image_version(host_dir, env))
+        else None
+    )  # the image is looked at only when an orchestrator is there to leave
+    if leaving is not None:
+        problem = drainer.create(leaving, project(env), env)
         if problem is not None:
             raise CliError(m.DRAINER_NOT_CREATED, version=old, detail=problem, action=action)
     run(host_dir, env, ["up", "-d"], action)
@@ -157,8 +161,8 @@ def apply(
     for name in drainer.retire(project(env), env, keep_version=after):
         out(f"removed {name} (nothing left for it to drain)")
     drainer.resume_all(project(env), env)
-    if before is not None and draining:
-        problem = drainer.start(before, project(env), env)
+    if leaving is not None:
+        problem = drainer.start(leaving, project(env), env)
         if problem is not None:
             raise CliError(m.DRAINER_NOT_STARTED, version=old, detail=problem)
         out(m.DRAINING.format(version=old, name=drainer.drainer_name(project(env), str(old))))
@@ -200,12 +204,7 @@ def orchestrator_release(host_dir: Path, env: Mapping[str, str]) -> drainer.Rele
         inspect = json.loads(checks.docker(["inspect", container], env).stdout)[0]
     except (ValueError, IndexError):
         return None
-    label = checks.docker(
-        ["image", "inspect", "--format",
-         f'{{{{index .Config.Labels "{drainer.VERSION_LABEL}"}}}}', str(inspect.get("Image"))],
-        env,
-    ).stdout.strip()  # fmt: skip
-    return drainer.Release(inspect=inspect, version=label or None)
+    return drainer.Release(inspect=inspect, version=version_label(str(inspect.get("Image")), env))
 
 
 def running_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
@@ -238,9 +237,14 @@ def image_version(host_dir: Path, env: Mapping[str, str]) -> str | None:
         image = data["services"][ORCHESTRATOR_SERVICE]["image"]
     except (yaml.YAMLError, KeyError, TypeError):
         return None
+    return version_label(str(image), env)
+
+
+def version_label(image: str, env: Mapping[str, str]) -> str | None:
+    """The orchestrator version an image carries (its OCI version label), if any."""
     label = checks.docker(
         ["image", "inspect", "--format",
-         f'{{{{index .Config.Labels "{drainer.VERSION_LABEL}"}}}}', str(image)],
+         f'{{{{index .Config.Labels "{drainer.VERSION_LABEL}"}}}}', image],
         env,
     ).stdout.strip()  # fmt: skip
     return label or None
