@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from orchestrator.contract import JOB_WORKFLOW_TYPE, task_queue
@@ -70,6 +70,21 @@ async def claim(client: Client, host_id: str, version: str) -> None:
     await async_wait_for(claimed, 30, f"{version} to become current")
 
 
+async def start_pinned(
+    client: Client, host_id: str, version: str, name: str
+) -> WorkflowHandle[Any, Any]:
+    """A job run started now, once it is pinned to `version` (the current one)."""
+    handle = await client.start_workflow(
+        JOB_WORKFLOW_TYPE, {}, id=f"{name}-{host_id}", task_queue=task_queue(host_id)
+    )
+
+    async def pinned() -> bool:
+        return await open_pinned(client, host_id, version) == 1
+
+    await async_wait_for(pinned, 30, f"the {name} run to be pinned to {version}")
+    return handle
+
+
 async def test_a_pinned_run_keeps_its_release_and_the_drainer_leaves_when_it_is_done(
     client: Client,
 ) -> None:
@@ -78,26 +93,12 @@ async def test_a_pinned_run_keeps_its_release_and_the_drainer_leaves_when_it_is_
     async with release(client, host_id, "1.0"):
         await claim(client, host_id, "1.0")
         assert await current_version(client, host_id) == "1.0"
-        old = await client.start_workflow(
-            JOB_WORKFLOW_TYPE, {}, id=f"old-{host_id}", task_queue=task_queue(host_id)
-        )
-
-        async def pinned_to_1() -> bool:
-            return await open_pinned(client, host_id, "1.0") == 1
-
-        await async_wait_for(pinned_to_1, 30, "the run to be pinned to 1.0")
+        old = await start_pinned(client, host_id, "1.0", "old")
 
         async with release(client, host_id, "2.0"):
             await claim(client, host_id, "2.0")
             assert await current_version(client, host_id) == "2.0"
-            new = await client.start_workflow(
-                JOB_WORKFLOW_TYPE, {}, id=f"new-{host_id}", task_queue=task_queue(host_id)
-            )
-
-            async def pinned_to_2() -> bool:
-                return await open_pinned(client, host_id, "2.0") == 1
-
-            await async_wait_for(pinned_to_2, 30, "the new run to be pinned to 2.0")
+            new = await start_pinned(client, host_id, "2.0", "new")
             assert await open_pinned(client, host_id, "1.0") == 1
 
             stop = asyncio.Event()
