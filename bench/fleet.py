@@ -7,10 +7,11 @@ that its CPU is counted apart). Every simulated host runs the orchestrator's own
 `HostStatus` built as `HostActivities.collect` builds it for an idle host, at one beat per 30 s
 divided by `--compress`, each from a random phase.
 
-The first `--ping-hosts` hosts also answer `HostPing` the way the orchestrator does: the real
-workflow and activity on the host's task queue, the host a worker deployment whose version is
-made current. More hosts cannot do so on a default server: it registers at most 100 worker
-deployments per namespace (`matching.maxDeployments`), see docs/scale.md.
+The first `--ping-hosts` hosts (all by default) also answer `HostPing` the way the orchestrator
+does: the real workflow and activity on the host's task queue, polled as the orchestrator's own
+host-queue worker polls it (`orchestrator.worker.build_workers`). No host needs state on the
+server beyond its task queues: runs are kept to their release by release queues
+(orchestrator/releases.py), not by worker deployments, see docs/scale.md.
 
 The fleet grows step by step (`--hosts 100,500,1000`): a step's hosts are the first N, so the
 hosts of the previous step keep their `AgentHeartbeat` runs. Each step waits until every host
@@ -78,9 +79,7 @@ from orchestrator.contract import (
 from orchestrator.heartbeat import heartbeat_loop, send_heartbeat
 from orchestrator.pauses import pause
 from orchestrator.version import VERSION
-from orchestrator.versioning import deployment_config
-from orchestrator.worker import claim_loop
-from workflows.host_ping import HostPing
+from orchestrator.worker import host_queue_worker
 
 HEARTBEAT_SECONDS: Final = 30.0  # the orchestrator's default interval (design §3)
 RESULTS: Final = Path(__file__).with_name("fleet-results.md")
@@ -89,7 +88,7 @@ DEFAULT_HOSTS: Final = (100, 500, 1000)
 # records on 2 cores (~40/s), so the last step shows the ceiling (docs/scale.md)
 DEFAULT_COMPRESS: Final = 2.0
 DEFAULT_DURATION: Final = 60.0
-DEFAULT_PING_HOSTS: Final = 100  # the default server's worker deployments per namespace
+DEFAULT_PING_HOSTS: Final = 1_000_000  # every host of the largest step
 DEFAULT_SAMPLE: Final = 50
 MANAGED_AGENTS: Final = ("datahealth", "external_monitors", "lineage_plus")
 DOCKER_VERSION: Final = "27.5.1"
@@ -97,7 +96,6 @@ SLOTS_MAX: Final = 8
 PING_EVERY_SECONDS: Final = 1.0
 PING_TIMEOUT: Final = timedelta(seconds=30)
 READY_SECONDS: Final = 90.0
-CLAIM_SECONDS: Final = 240.0
 DRAIN_CAP_SECONDS: Final = 120.0
 DRAIN_STALL_SECONDS: Final = 15.0
 PROBE_INTERVAL_SECONDS: Final = 0.1
@@ -341,7 +339,7 @@ MARGINAL_SHARE: Final = 0.2
 def work_row(window: WorkWindow, base: WorkWindow) -> list[str]:
     """Per second as measured; per beat as the marginal cost over the row above (`base`):
     the difference in counters divided by the difference in recorded beats, so that the
-    background (pollers, deployment workflows, pings) cancels out."""
+    background (pollers, pings) cancels out."""
     w, seconds = window.work, window.seconds
     scale = seconds / base.seconds  # the base's rates over this window's length
     extra = window.beats - base.beats * scale
@@ -421,10 +419,8 @@ class Setup:
     duration: float
     ping_hosts: int
     sample: int
-    claim_seconds: float
-    claimed: int
     idle_seconds: float
-    # the fleet without beats (pollers, deployment workflows, one ping a second)
+    # the fleet without beats (pollers, one ping a second)
     idle_cpu: list[float]  # server, worker, simulator, machine
     idle_work: dict[str, float]
     idle_pings_sent: int
@@ -677,14 +673,11 @@ async def beat_from(
 
 
 def ping_worker(client: Client, host_id: str, executor: ThreadPoolExecutor) -> Worker:
-    """The orchestrator's `HostPing` half: the real workflow and activity, on the host's
-    task queue, in the host's worker deployment (as `orchestrator.worker.build_workers`)."""
-    return Worker(
+    """The orchestrator's own host-queue worker (`HostPing`, and the first task of job runs)."""
+    return host_queue_worker(
         client,
-        task_queue=task_queue(host_id),
-        workflows=[HostPing],
-        activities=[SimulatedHost(host_id).host_status],
-        deployment_config=deployment_config(host_id, VERSION),
+        host_id,
+        SimulatedHost(host_id),
         workflow_task_executor=executor,  # one pool for all: a thread pool per host is waste
         identity=f"bigeye-orchestrator@{host_id}",
     )
@@ -986,8 +979,8 @@ def render_report(
         f"{setup.compress:g}), random phase; each step measured for {setup.duration:g} s after "
         "every host had delivered a beat. Server: one `temporal server start-dev` (sqlite file). "
         "Worker: devcloud's `AgentHeartbeat` with its recording activity, in its own process. "
-        f"Pings: the first {setup.ping_hosts} hosts answer `HostPing` (real workflow, own worker "
-        f"deployment each; {setup.claimed} made current in {setup.claim_seconds:.0f} s), one "
+        f"Pings: the first {setup.ping_hosts} hosts answer `HostPing` (real workflow and "
+        "activity on the host queue, polled as the orchestrator polls it), one "
         f"ping a second. Histories: {setup.sample} sampled hosts per step.",
         "",
         "## Cost",
@@ -1045,7 +1038,7 @@ def notes(steps: Sequence[StepResult], setup: Setup, probe: ProbeResult | None) 
         "timeout); the host retries at its next tick.",
         "- Server work: counters of the window per second; per beat, the marginal cost over "
         "the row above (the difference in counters or CPU over the difference in recorded "
-        "beats), so that pollers, deployment workflows and pings cancel out; a dash where the "
+        "beats), so that pollers and pings cancel out; a dash where the "
         "server recorded too few more beats than the row above (saturated). "
         "A state transition is one update of a workflow's mutable state; workflow tasks are "
         "the history service's RecordWorkflowTaskStarted.",
@@ -1086,27 +1079,12 @@ class Options:
     out: Path
 
 
-async def claim_all(client: Client, hosts: Sequence[str]) -> int:
-    """Make each ping host's version current (`orchestrator.worker.claim_loop`); how many."""
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(claim_loop(client, h, stop)) for h in hosts]
-    done, _ = await asyncio.wait(tasks, timeout=CLAIM_SECONDS)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return sum(1 for t in done if t.exception() is None)
-
-
 IDLE_SECONDS: Final = 30.0
 
 
 async def prepare(bench: Bench, options: Options) -> tuple[Setup, ProbeResult | None]:
-    """Ping hosts made current; the continue-as-new probe, which also leaves the deployment
-    workflows the claims woke time to settle; then the fleet without beats (pollers,
-    deployment workflows, pings), the background the steps' marginal costs are taken over."""
-    began = time.monotonic()
-    claimed = await claim_all(bench.client, bench.pingable)
-    claim_seconds = time.monotonic() - began
-    print(f"ping hosts: {claimed}/{len(bench.pingable)} current in {claim_seconds:.0f} s")
+    """The continue-as-new probe; then the fleet without beats (pollers, pings), the
+    background the steps' marginal costs are taken over."""
     probe = await continue_as_new_probe(bench.client) if options.probe else None
     print(f"continue-as-new probe: {probe}", flush=True)
     idle = await measure_window(bench, IDLE_SECONDS)
@@ -1116,8 +1094,6 @@ async def prepare(bench: Bench, options: Options) -> tuple[Setup, ProbeResult | 
         duration=options.duration,
         ping_hosts=len(bench.pingable),
         sample=options.sample,
-        claim_seconds=claim_seconds,
-        claimed=claimed,
         idle_seconds=idle.seconds,
         idle_cpu=idle.cpu,
         idle_work=idle.work,

@@ -1,6 +1,7 @@
 """The retired release's drainer, started by `compose upgrade`.
 
-Job runs are pinned to the orchestrator release that started them (orchestrator/versioning.py).
+Job runs stay on the release queue of the orchestrator release that took them
+(orchestrator/releases.py).
 When an upgrade replaces release N by N+1, N's runs still need an N worker: the drainer is the
 old image, run as the old container was (same user, environment, mounts, networks, hardening),
 with the command `drain`. It finishes N's runs and exits 0 once none is left; stopped earlier
@@ -70,8 +71,8 @@ def drainer_name(project: str, version: str) -> str:
 
 
 def needs_drainer(before: Release | None, after_version: str | None) -> bool:
-    """A drainer only when the release changed: the same build id is the same deployment
-    version, whose runs the new container serves itself."""
+    """A drainer only when the release changed: the same version is the same release queue,
+    whose runs the new container serves itself."""
     return (
         before is not None
         and before.version is not None

@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("run", help="run the daemon (the image's entrypoint)")
     sub.add_parser(
         "drain",
-        help="finish the runs pinned to this version, then exit (started by compose upgrade)",
+        help="finish the runs on this release's queue, then exit (started by compose upgrade)",
     )
     sub.add_parser("check", help="validate settings and certificates, reach Temporal and Docker")
     health = sub.add_parser(

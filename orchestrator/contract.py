@@ -80,23 +80,36 @@ def task_queue(host_id: str) -> str:
     return f"agent-orchestrator.{host_id}"
 
 
-def launch_queue(host_task_queue: str) -> str:
-    """Internal: where a host's slot-gated launch activities run (never used by Bigeye)."""
-    return f"{host_task_queue}.launch"
+RELEASE_SEPARATOR: Final = "@"
 
 
-def watch_queue(host_task_queue: str) -> str:
-    """Internal: where a host's container-watch activities run (never used by Bigeye)."""
-    return f"{host_task_queue}.watch"
+def release_queue(host_task_queue: str, version: str) -> str:
+    """Internal: `agent-orchestrator.<host_id>@<version>`, where one orchestrator release runs
+    the job runs it took, from their first task on (orchestrator/releases.py; not for Bigeye)."""
+    return f"{host_task_queue}{RELEASE_SEPARATOR}{version}"
+
+
+def is_release_queue(queue: str) -> bool:
+    return RELEASE_SEPARATOR in queue
+
+
+def launch_queue(run_task_queue: str) -> str:
+    """Internal: where a run's slot-gated launch activities run (never used by Bigeye)."""
+    return f"{run_task_queue}.launch"
+
+
+def watch_queue(run_task_queue: str) -> str:
+    """Internal: where a run's container-watch activities run (never used by Bigeye)."""
+    return f"{run_task_queue}.watch"
 
 
 # Internal: the orchestrator tells a run waiting for a slot that one is free (never sent by Bigeye).
 SLOT_SIGNAL: Final = "slot-available"
 
 
-def host_id_of(host_task_queue: str) -> str:
-    """The host id in `agent-orchestrator.<host_id>`."""
-    return host_task_queue.removeprefix("agent-orchestrator.")
+def host_id_of(queue: str) -> str:
+    """The host id in `agent-orchestrator.<host_id>`, or in one of its release queues."""
+    return queue.partition(RELEASE_SEPARATOR)[0].removeprefix("agent-orchestrator.")
 
 
 def job_workflow_id(job_id: str) -> str:

@@ -1,10 +1,12 @@
 """Worker assembly and the daemon's life: connect, reconcile, poll, shut down on SIGTERM.
 
-Three workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries the
-workflows and the short control activities; its siblings `.launch` and `.watch` carry the job
-activities, so control work always has room. How many job containers exist at once is bounded
-by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`), never by a
-worker slot: a run that waits for a slot waits in its workflow.
+Four workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries `HostPing`
+and the first task of every job run, which moves the run to this release's queue
+(`…@<version>`, orchestrator/releases.py); that queue carries the runs and the short control
+activities, and its siblings `.launch` and `.watch` the job activities, so control work always
+has room. A drainer runs the release queues only. How many job containers exist at once is
+bounded by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`), never
+by a worker slot: a run that waits for a slot waits in its workflow.
 
 Start-up never crash-loops: Temporal and Docker are retried with backoff, and a failed first
 sweep is only logged. SIGTERM stops polling and leaves job containers running (a restarted
@@ -44,18 +46,16 @@ from orchestrator.health import HealthState, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
 from orchestrator.liveness import run_checker
-from orchestrator.pauses import FIRST_RETRY_SECONDS, Outage, pause, until_stopped
-from orchestrator.settings import Settings
-from orchestrator.version import VERSION
-from orchestrator.versioning import (
+from orchestrator.pauses import Outage, pause, until_stopped
+from orchestrator.releases import (
     DRAIN_SETTLE_SECONDS,
     DrainState,
-    claim_current,
-    current_version,
-    deployment_config,
-    not_polled_yet,
-    open_pinned,
+    build_identity,
+    open_runs,
+    run_queue,
 )
+from orchestrator.settings import Settings
+from orchestrator.version import VERSION
 from workflows.agent_job import AgentJobRun
 from workflows.host_ping import HostPing
 
@@ -70,45 +70,80 @@ SIGNAL_TIMEOUT = timedelta(seconds=5)
 DEFAULT_STOP_GRACE = 10
 DRAIN_LOOK_SECONDS = 5.0
 DRAIN_INTERRUPTED = 75  # EX_TEMPFAIL: stopped with runs of this version possibly left
-CLAIM_PATIENCE_SECONDS = 60.0
-CLAIM_RETRY_CEILING_SECONDS = 5.0
+# The host queue only takes pings and moves each new run to the release queue, and the release
+# queue's only remote control activity is a stop: a few pollers do, and at fleet scale every
+# idle poller is a long poll the server holds open.
+HOST_QUEUE_POLLS = 2
 
 
 def build_workers(
-    client: Client, settings: Settings, acts: JobActivities, host: HostActivities
+    client: Client,
+    settings: Settings,
+    acts: JobActivities,
+    host: HostActivities,
+    drain: bool = False,
 ) -> list[Worker]:
-    """The three workers, all of one deployment version: this release's."""
+    """This release's workers; a drainer's leave the host queue to the current release."""
     common = {
         "max_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "graceful_shutdown_timeout": SHUTDOWN_GRACE,
-        "deployment_config": deployment_config(settings.host_id, VERSION),
+        "deployment_config": build_identity(VERSION),
     }
     slots = settings.max_concurrent_jobs
-    return [
+    runs = run_queue(settings.host_id, VERSION)
+    workers = [
         Worker(
             client,
-            task_queue=task_queue(settings.host_id),
-            workflows=[AgentJobRun, HostPing],
-            activities=[acts.resolve_job, acts.stop_container, acts.finish_run, host.host_status],
+            task_queue=runs,
+            workflows=[AgentJobRun],
+            activities=[acts.resolve_job, acts.stop_container, acts.finish_run],
             max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
+            max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,  # resolve and finish are local
             **common,  # type: ignore[arg-type]
         ),
         Worker(
             client,
-            task_queue=launch_queue(task_queue(settings.host_id)),
+            task_queue=launch_queue(runs),
             activities=[acts.ensure_image, acts.launch_container, acts.launch_job],
             max_concurrent_activities=max(2 * slots, 16),
             **common,  # type: ignore[arg-type]
         ),
         Worker(
             client,
-            task_queue=watch_queue(task_queue(settings.host_id)),
+            task_queue=watch_queue(runs),
             activities=[acts.watch_container],
             max_concurrent_activities=max(2 * slots, 16),
             **common,  # type: ignore[arg-type]
         ),
     ]
+    if not drain:
+        workers.insert(0, host_queue_worker(client, settings.host_id, host, acts, **common))
+    return workers
+
+
+def host_queue_worker(
+    client: Client,
+    host_id: str,
+    host: HostActivities,
+    acts: JobActivities | None = None,
+    **options: Any,
+) -> Worker:
+    """Pings, and the first task of every job run, which moves the run to this release's queue.
+    A run canceled on arrival ends here instead: it resolves and stops (`acts`), never launches."""
+    control: list[Callable[..., Any]] = (
+        [acts.resolve_job, acts.stop_container, acts.finish_run] if acts else []
+    )
+    return Worker(
+        client,
+        task_queue=task_queue(host_id),
+        workflows=[AgentJobRun, HostPing],
+        activities=[host.host_status, *control],
+        max_concurrent_workflow_task_polls=HOST_QUEUE_POLLS,
+        max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,
+        max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
+        **{"deployment_config": build_identity(VERSION), **options},
+    )
 
 
 def slot_waker(client: Client) -> Wake:
@@ -167,8 +202,8 @@ def exit_deadline(seconds: float) -> threading.Timer:
 async def run_daemon(settings: Settings, drain: bool = False) -> int:
     """The daemon's start-up order: settings (done) → Temporal → Docker → reconcile → poll.
 
-    `drain`: a retired release finishing the runs pinned to it; no heartbeat, no sweeping, no
-    claim on new runs, and it exits once nothing of its version is left (see versioning).
+    `drain`: a retired release finishing the runs on its release queue; no heartbeat, no
+    sweeping, no new runs, and it exits once nothing of its version is left (see releases).
     """
     health = HealthState(sdk_metrics_url=None)
     sdk_metrics = free_loopback_address()
@@ -223,7 +258,7 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
                 log.warning("start-up sweep failed; the next pass retries", error=describe(exc))
         acts = JobActivities(settings, docker, gate, Puller(docker))
         host = HostActivities(settings, docker, gate, lambda: health.polling)
-        workers = build_workers(client, settings, acts, host)
+        workers = build_workers(client, settings, acts, host, drain)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         health.polling = True
         metrics.RUNS_QUEUED.set_function(lambda: gate.waiting)
@@ -250,13 +285,13 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
                 asyncio.create_task(
                     _sweep_after(sweeper, settings.sweep_seconds, stop), name="orphan sweep"
                 ),
-                asyncio.create_task(claim_loop(client, settings.host_id, stop), name="claim"),
             ]
         for loop_task in background:
             loop_task.add_done_callback(_report_unexpected_end)
         log.info(
             "draining" if drain else "polling",
             task_queue=task_queue(settings.host_id),
+            release_queue=run_queue(settings.host_id, VERSION),
             slots=settings.max_concurrent_jobs,
             version=VERSION,
         )
@@ -294,28 +329,6 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
         await stop_health(health_servers)
 
 
-async def claim_loop(client: Client, host_id: str, stop: asyncio.Event) -> None:
-    """Once this version's workers poll, new runs go to it; until then the server says
-    "not found", which is expected for the first seconds and only an outage after a minute."""
-    outage = Outage(
-        log, "cannot make this version current; retrying", "this version can be made current"
-    )
-    started = time.monotonic()
-    delay = FIRST_RETRY_SECONDS
-    while not stop.is_set():
-        try:
-            await claim_current(client, host_id, VERSION)
-        except Exception as exc:
-            if not (not_polled_yet(exc) and time.monotonic() - started < CLAIM_PATIENCE_SECONDS):
-                outage.failed(describe(exc), delay)
-            await pause(stop, delay)
-            delay = min(delay * 2, CLAIM_RETRY_CEILING_SECONDS)
-            continue
-        outage.succeeded()
-        log.info("new runs go to this version", version=VERSION)
-        return
-
-
 async def drain_loop(
     client: Client,
     host_id: str,
@@ -326,20 +339,19 @@ async def drain_loop(
 ) -> bool:
     """Looks at what is left of `version`; stops the process when nothing is. True: drained."""
     outage = Outage(log, "cannot see what is left to drain; retrying", "drain check works again")
-    state = DrainState(version, settle_seconds)
-    reported: tuple[str | None, int] | None = None
+    state = DrainState(time.monotonic(), settle_seconds)
+    reported: int | None = None
     while not stop.is_set():
         try:
-            current = await current_version(client, host_id)
-            open_runs = await open_pinned(client, host_id, version)
+            left = await open_runs(client, host_id, version)
         except Exception as exc:
             outage.failed(describe(exc), every)
         else:
             outage.succeeded()
-            if (current, open_runs) != reported:
-                log.info("drain progress", current_version=current, open_runs=open_runs)
-                reported = (current, open_runs)
-            if state.observe(current, open_runs, time.monotonic()):
+            if left != reported:
+                log.info("drain progress", open_runs=left)
+                reported = left
+            if state.observe(left, time.monotonic()):
                 log.info("drained: no run of this version is open; exiting", version=version)
                 stop.set()
                 return True

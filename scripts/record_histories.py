@@ -5,7 +5,9 @@ demo image are needed: `make setup`), runs one job for every way a run can end, 
 each history as JSON. Re-record only when a release may break replay on purpose (0.x, before
 the first release); otherwise new histories are added beside the old ones.
 
-    .venv/bin/python scripts/record_histories.py tests/unit/agent_job_histories
+    .venv/bin/python scripts/record_histories.py tests/unit/agent_job_histories .release_queues
+
+(the second argument names the new files: `succeeded.release_queues.json`, …).
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ def orchestrator(directory: Path, address: str) -> subprocess.Popen[bytes]:
 
 
 class Recorder:
-    def __init__(self, client: Client, out: Path, logs: Path) -> None:
+    def __init__(self, client: Client, out: Path, logs: Path, suffix: str) -> None:
         self.client = client
         self.out = out
+        self.suffix = suffix  # names the release's histories, beside the older ones
         self.logs = logs  # the orchestrator log of host replay-a
 
     async def start(self, host: str, agent: str, params: dict[str, Any], **extra: Any) -> Any:
@@ -70,10 +73,19 @@ class Recorder:
         )  # fmt: skip
 
     async def save(self, name: str, handle: WorkflowHandle[Any, Any]) -> None:
+        """The run's last execution as `<name><suffix>.json`; when it continued as new from the
+        host queue (release queues), its first execution too, as `<name><suffix>.entry.json`."""
         with contextlib.suppress(WorkflowFailureError):
             result = await handle.result()
             print(f"{name}: {result['status']} {result.get('reason') or ''}")
-        (self.out / f"{name}.json").write_text((await handle.fetch_history()).to_json())
+        last = await handle.fetch_history()
+        (self.out / f"{name}{self.suffix}.json").write_text(last.to_json())
+        first = self.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+        entry = await first.fetch_history()
+        if entry.events[0].event_id != last.events[0].event_id or len(entry.events) != len(
+            last.events
+        ):
+            (self.out / f"{name}{self.suffix}.entry.json").write_text(entry.to_json())
 
     async def waiting_for_slot(self, handle: WorkflowHandle[Any, Any]) -> None:
         """Its launch found no slot (a run is also `queued` at its very start)."""
@@ -99,9 +111,9 @@ class Recorder:
             await asyncio.sleep(0.2)
 
 
-async def record(address: str, out: Path, logs: Path) -> None:
+async def record(address: str, out: Path, logs: Path, suffix: str) -> None:
     client = await Client.connect(address)
-    rec = Recorder(client, out, logs)
+    rec = Recorder(client, out, logs, suffix)
     dh = {"file_name": "a.yml"}
     lp = {"connectors": ["snowflake"]}
     await rec.save("succeeded", await rec.start("replay-a", "datahealth", dh))
@@ -129,7 +141,7 @@ async def record(address: str, out: Path, logs: Path) -> None:
     await rec.save("canceled_at_once", starting)
 
 
-def main(out: str) -> None:
+def main(out: str, suffix: str) -> None:
     target = Path(out)
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,7 +167,7 @@ def main(out: str) -> None:
         try:
             time.sleep(3)  # the dev server's start-up; the orchestrators retry anyway
             procs = [orchestrator(a, address), orchestrator(b, address)]
-            asyncio.run(record(address, target, a / "orchestrator.log"))
+            asyncio.run(record(address, target, a / "orchestrator.log", suffix))
         finally:
             for proc in [*procs, server]:
                 proc.terminate()
@@ -163,4 +175,7 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "tests/unit/agent_job_histories")
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else "tests/unit/agent_job_histories",
+        sys.argv[2] if len(sys.argv) > 2 else "",
+    )

@@ -7,9 +7,11 @@ The input is plain JSON, validated here: a typed argument that fails to decode w
 workflow *task*, which Temporal retries forever, instead of failing the run. The workflow owns
 cancellation: a cancel in any phase is remembered (an activity that completes before it hears
 of the cancel would otherwise swallow it) and ends the run `canceled` with nothing left running.
-Runs are pinned to the release that started them (Worker Deployment Versioning, see
-orchestrator/versioning.py), so a release may change this file incompatibly; a change that
-should also reach runs already in flight ships behind `workflow.patched(...)`.
+The first task, on the host queue, validates the request and continues the run as new on the
+release queue of the release that took it (orchestrator/releases.py): that release finishes it,
+so a release may change everything after that step incompatibly. The step itself must replay on
+every release; a change to it, or one that should also reach runs in flight, ships behind
+`workflow.patched(...)`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -49,9 +51,11 @@ with workflow.unsafe.imports_passed_through():
         JobStatus,
         Phase,
         host_id_of,
+        is_release_queue,
         job_result,
         launch_queue,
         parse_job_request,
+        release_queue,
         watch_queue,
     )
     from orchestrator.version import VERSION
@@ -77,10 +81,12 @@ WATCH_RETRY = RetryPolicy(
 # runs only when the engine lacks it. Runs recorded without the marker replay the old path.
 FEWER_ROUND_TRIPS = "fewer-round-trips-1"
 MAX_PULLS = 2  # an image removed again between its pull and the launch: pulled once more
+# Runs started since this patch leave the host queue after validation, for the release queue of
+# the release that took them (orchestrator/releases.py). Runs recorded without it stay put.
+RELEASE_QUEUES = "release-queues-1"
 
 
-# Pinned: a run is finished by the release that started it (orchestrator/versioning.py).
-@workflow.defn(name=JOB_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.PINNED)
+@workflow.defn(name=JOB_WORKFLOW_TYPE)
 class AgentJobRun:
     def __init__(self) -> None:
         self._phase: Phase = "queued"
@@ -104,6 +110,10 @@ class AgentJobRun:
     @workflow.run
     async def run(self, raw_request: Any) -> dict[str, Any]:
         request = _validated(raw_request)
+        entry = workflow.info().task_queue
+        if not is_release_queue(entry) and workflow.patched(RELEASE_QUEUES):
+            if not await self._canceled_on_arrival():
+                workflow.continue_as_new(raw_request, task_queue=release_queue(entry, VERSION))
         self._fast = workflow.patched(FEWER_ROUND_TRIPS)
         resolution = await self._resolve(request)
         if resolution.plan is None:  # the agent set could not be read, or breaks the policy
@@ -346,6 +356,16 @@ class AgentJobRun:
             raise
         except CancelledError:  # a local activity's cancel is not wrapped
             return None
+
+    async def _canceled_on_arrival(self) -> bool:
+        """A cancel that came with the run's first task: it is delivered at the first yield, and
+        would not follow the run across continue-as-new, so such a run ends where it is."""
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._note_cancel()
+            return True
+        return False
 
     def _note_cancel(self) -> None:
         self._cancel_requested = True

@@ -6,15 +6,15 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.hoststatus import HostActivities
     from orchestrator.contract import HOST_PING_WORKFLOW_TYPE, HostStatus
 
 
-# A ping is one short activity: whichever release is current may answer it.
-@workflow.defn(name=HOST_PING_WORKFLOW_TYPE, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+# A ping is one short activity on the host queue: the release that polls it now answers.
+@workflow.defn(name=HOST_PING_WORKFLOW_TYPE)
 class HostPing:
     @workflow.run
     async def run(self, _: Any = None) -> dict[str, Any]:

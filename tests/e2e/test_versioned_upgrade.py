@@ -1,6 +1,6 @@
-"""Worker Deployment Versioning across `compose upgrade`: a run started by release N is finished
-by N even when N+1 changes the job workflow incompatibly, through N's drainer; N+1 takes every
-new run; the drainer survives a crash and leaves once it has nothing left."""
+"""Release queues across `compose upgrade`: a run started by release N is finished by N even when
+N+1 changes the job workflow incompatibly, through N's drainer on N's release queue; N+1 takes
+every new run; the drainer survives a crash and leaves once it has nothing left."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from orchestrator.contract import job_workflow_id
+from orchestrator.contract import job_workflow_id, task_queue
+from orchestrator.releases import run_queue
 from tests.e2e.conftest import Cloud, HostDir, run
 from tests.e2e.test_migrate import build_next_version, host_on_channel, own_channel
 from tests.e2e.test_register import finished_run
@@ -76,6 +77,10 @@ def completed_by(events: WorkflowHistory) -> set[str]:
             attrs = event.workflow_task_completed_event_attributes
             found.add(attrs.deployment_version.build_id or attrs.worker_deployment_version)
     return found
+
+
+def queue_of(events: WorkflowHistory) -> str:
+    return events.events[0].workflow_execution_started_event_attributes.task_queue.name
 
 
 def timers(events: WorkflowHistory) -> int:
@@ -152,9 +157,16 @@ def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_star
         assert later["result"]["orchestrator_version"] == NEXT, later
 
         assert later["job_id"] == started["job_id"]  # two runs of one job: one workflow id
-        old_run, new_run = histories(cloud, started["job_id"])
-        assert completed_by(old_run) == {before}, completed_by(old_run)
-        assert completed_by(new_run) == {NEXT}, completed_by(new_run)
+        # each run arrived on the host queue and moved on to its release's queue
+        old_entry, old_run, new_entry, new_run = histories(cloud, started["job_id"])
+        assert [queue_of(h) for h in (old_entry, old_run, new_entry, new_run)] == [
+            task_queue(host.host_id),
+            run_queue(host.host_id, before),
+            task_queue(host.host_id),
+            run_queue(host.host_id, NEXT),
+        ]
+        assert completed_by(old_entry) == completed_by(old_run) == {before}
+        assert completed_by(new_entry) == completed_by(new_run) == {NEXT}
         assert timers(old_run) == 0 and timers(new_run) >= 1  # N+1's workflow is the changed one
         # the change is incompatible: N+1's code cannot replay the run N started; N's can
         assert "NondeterminismError" in replay_in(channel, old_run)

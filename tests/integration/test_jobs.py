@@ -390,3 +390,22 @@ def test_generated_invalid_requests_fail_in_one_line_and_create_nothing(
     assert seen == 200
     assert container_events(host.host_id, since, "create") == []
     assert "Traceback" not in host.logs()
+
+
+async def test_a_cancel_sent_with_the_start_ends_every_run_canceled_without_a_container(
+    make_host: Any, client: Client
+) -> None:
+    """The worst moment for a cancel: before, during or just after the run's first task, which
+    moves the run to its release's queue (a cancel request does not follow continue-as-new)."""
+    host = make_host({"datahealth": agent(env={"DEMO_SLEEP_SECONDS": "300"})})
+    handles = []
+    for _ in range(12):
+        handle = await host.start_job(client, host.request("datahealth", {"file_name": "a.yml"}))
+        await handle.cancel()
+        handles.append(handle)
+    async with asyncio.timeout(120):
+        results = [await h.result() for h in handles]
+    assert [r["status"] for r in results] == ["canceled"] * len(handles), results
+    # a cancel that missed the first task reaches the run on its release's queue, which may
+    # already have launched: whatever started was stopped and removed
+    assert containers_of_host(host.host_id) == []

@@ -22,7 +22,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -38,7 +37,8 @@ from orchestrator.contract import (
     task_queue,
     watch_queue,
 )
-from orchestrator.versioning import claim_current, deployment_config, not_polled_yet
+from orchestrator.releases import build_identity, run_queue
+from orchestrator.version import VERSION
 from tests.waiting import async_wait_for
 from workflows.agent_job import AgentJobRun
 
@@ -167,7 +167,7 @@ class StandIns:
             self.finish_inputs.append(job)
             return await self._call("finish", self.finish, job)
 
-        control = task_queue(self.host_id)
+        control = run_queue(self.host_id, VERSION)  # where a run goes after its first task
         return {
             control: [resolve_job, stop_container, finish_run],
             launch_queue(control): [ensure_image, launch_container, launch_job],
@@ -225,36 +225,23 @@ class Run:
 @pytest.fixture
 async def run(env: WorkflowEnvironment) -> AsyncIterator[Run]:
     stand_ins = StandIns(f"wf-{uuid.uuid4().hex[:8]}")
+    queues = {task_queue(stand_ins.host_id): [], **stand_ins.activities()}
     workers = [
         Worker(
             env.client,
             task_queue=queue,
-            workflows=[AgentJobRun] if queue == task_queue(stand_ins.host_id) else [],
+            workflows=[AgentJobRun] if queue.endswith((stand_ins.host_id, VERSION)) else [],
             activities=acts,
             max_heartbeat_throttle_interval=timedelta(milliseconds=200),
             default_heartbeat_throttle_interval=timedelta(milliseconds=200),
-            deployment_config=deployment_config(stand_ins.host_id, STAND_IN_BUILD),
+            deployment_config=build_identity(STAND_IN_BUILD),
         )
-        for queue, acts in stand_ins.activities().items()
+        for queue, acts in queues.items()
     ]
     running = [asyncio.create_task(w.run()) for w in workers]
-    await made_current(env.client, stand_ins.host_id)
     yield Run(env.client, stand_ins)
     await asyncio.gather(*(w.shutdown() for w in workers))
     await asyncio.gather(*running, return_exceptions=True)
-
-
-async def made_current(client: Client, host_id: str) -> None:
-    """As the daemon does: new runs go to the stand-ins' version once its workers poll."""
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                await claim_current(client, host_id, STAND_IN_BUILD)
-                return
-            except RPCError as exc:
-                if not not_polled_yet(exc):
-                    raise
-            await asyncio.sleep(0.2)
 
 
 async def began(run: Run, name: str) -> None:

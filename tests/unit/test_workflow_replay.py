@@ -32,18 +32,37 @@ WAYS = {
     "invalid",
     "not_installed",
 }
-PATCH = "fewer-round-trips-1"
+FEWER = "fewer-round-trips-1"
+RELEASE = "release-queues-1"
+
+
+def expected_patches(stem: str) -> set[str]:
+    """What each recording must hold. `.fewer_round_trips`: runs that took the first patch.
+    `.release_queues`: a run's execution on its release's queue, and `.release_queues.entry` its
+    first execution on the host queue, which moved it there (both patches). An invalid request
+    fails before either patch is looked at; a run canceled on arrival stays on the host queue."""
+    way, _, path = stem.partition(".")
+    if way == "invalid":
+        return set()
+    if path == "fewer_round_trips":
+        return {FEWER}
+    if path == "release_queues.entry":
+        return {RELEASE}
+    if path == "release_queues":
+        return {RELEASE, FEWER} if way == "canceled_at_once" else {FEWER}
+    return set()
 
 
 def test_histories_cover_every_way_a_run_ends() -> None:
-    """On both paths: runs recorded before the patch, and runs that took it."""
+    """On every path: runs recorded before the patches, and runs that took them."""
     stems = {p.stem for p in HISTORIES}
     assert stems >= WAYS
     assert stems >= {f"{way}.fewer_round_trips" for way in WAYS}
+    assert stems >= {f"{way}.release_queues" for way in WAYS}
+    hopped = WAYS - {"invalid", "canceled_at_once"}
+    assert stems >= {f"{way}.release_queues.entry" for way in hopped}
     for path in HISTORIES:
-        # an invalid request fails before the patch is looked at: no marker on either path
-        expected = path.stem.endswith(".fewer_round_trips") and not path.stem.startswith("invalid")
-        assert (PATCH in patches_in(path)) == expected, path.name
+        assert patches_in(path) == expected_patches(path.stem), path.name
 
 
 def patches_in(path: Path) -> set[str]:
