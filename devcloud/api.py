@@ -51,9 +51,16 @@ def _message(status: int, message: str) -> web.Response:
 # ---- middlewares ---------------------------------------------------------------------------
 
 
+def _is_api(request: web.Request) -> bool:
+    # The web UI (devcloud.web) shares this application: its pages have their own login.
+    return request.path.startswith(f"{PREFIX}/")
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is `{"message": "<one line>"}`."""
+    if not _is_api(request):
+        return await handler(request)
     try:
         return await handler(request)
     except ApiError as exc:
@@ -74,7 +81,7 @@ def _role(request: web.Request) -> keys.Role | None:
 
 @web.middleware
 async def api_key_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if _role(request) is None:
+    if _is_api(request) and _role(request) is None:
         raise ApiError(401, "missing or unknown API key (Authorization: apikey <key>)")
     return await handler(request)
 
@@ -157,10 +164,14 @@ async def register_host(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def list_hosts(request: web.Request) -> web.StreamResponse:
+def hosts_listing(ctx: ApiContext) -> list[dict[str, Any]]:
+    """`GET hosts`, `hosts --json` and the web UI's Hosts tab."""
     now = datetime.now(UTC)
-    listed = [host.listing(now) for host in hosts.list_hosts(request.app[CONTEXT].conn)]
-    return web.json_response(listed)
+    return [host.listing(now) for host in hosts.list_hosts(ctx.conn)]
+
+
+async def list_hosts(request: web.Request) -> web.StreamResponse:
+    return web.json_response(hosts_listing(request.app[CONTEXT]))
 
 
 async def set_agents(request: web.Request) -> web.StreamResponse:
@@ -187,8 +198,13 @@ async def set_agents(request: web.Request) -> web.StreamResponse:
 # ---- jobs and runs -------------------------------------------------------------------------
 
 
+def jobs_listing(ctx: ApiContext) -> list[dict[str, Any]]:
+    """`GET jobs`, `jobs --json` and the web UI's Jobs page."""
+    return [job.listing() for job in jobs.list_jobs(ctx.conn)]
+
+
 async def list_jobs(request: web.Request) -> web.StreamResponse:
-    return web.json_response([job.listing() for job in jobs.list_jobs(request.app[CONTEXT].conn)])
+    return web.json_response(jobs_listing(request.app[CONTEXT]))
 
 
 class RunRequest(BaseModel):
@@ -206,11 +222,16 @@ class RunRequest(BaseModel):
 
 async def create_run(request: web.Request) -> web.StreamResponse:
     _require_admin(request)
-    ctx = request.app[CONTEXT]
     try:
         body = RunRequest.model_validate(await _json_object(request))
     except ValidationError as exc:
         raise _invalid(exc) from None
+    run = await start_job_run(request.app[CONTEXT], body)
+    return web.json_response(run.view(), status=201)
+
+
+async def start_job_run(ctx: ApiContext, body: RunRequest) -> jobs.Run:
+    """Check host and agent, save the job, start its run; ApiError when refused."""
     host = hosts.get_host(ctx.conn, body.host_id)
     if host is None:
         raise ApiError(400, f"unknown host {body.host_id}")
@@ -254,10 +275,10 @@ async def create_run(request: web.Request) -> web.StreamResponse:
         requested_at=format_time(datetime.now(UTC)),
     )
     jobs.insert_run(ctx.conn, run)
-    return web.json_response(run.view(), status=201)
+    return run
 
 
-async def _current(ctx: ApiContext, run: jobs.Run, *, wait: bool = False) -> jobs.Run:
+async def current_run(ctx: ApiContext, run: jobs.Run, *, wait: bool = False) -> jobs.Run:
     """The run with its status from Temporal (cached in the row once final)."""
     if run.final:
         return run
@@ -269,30 +290,33 @@ async def _current(ctx: ApiContext, run: jobs.Run, *, wait: bool = False) -> job
     return replace(run, status=state.status)
 
 
-def _find_run(ctx: ApiContext, run_id: str) -> jobs.Run:
+def find_run(ctx: ApiContext, run_id: str) -> jobs.Run:
     run = jobs.get_run(ctx.conn, run_id)
     if run is None:
         raise ApiError(404, f"unknown run {run_id}")
     return run
 
 
+async def current_runs(ctx: ApiContext) -> list[jobs.Run]:
+    """Every run, oldest first, with its current status: `GET runs` and `runs --json`."""
+    return list(await asyncio.gather(*(current_run(ctx, run) for run in jobs.list_runs(ctx.conn))))
+
+
 async def list_runs(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    current = await asyncio.gather(*(_current(ctx, run) for run in jobs.list_runs(ctx.conn)))
+    current = await current_runs(request.app[CONTEXT])
     return web.json_response([run.view() for run in current])
 
 
 async def get_run(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     wait = request.query.get("wait", "").lower() in ("1", "true", "yes")
-    run = _find_run(ctx, request.match_info["run_id"])
-    return web.json_response((await _current(ctx, run, wait=wait)).view())
+    run = find_run(ctx, request.match_info["run_id"])
+    return web.json_response((await current_run(ctx, run, wait=wait)).view())
 
 
-async def cancel_run(request: web.Request) -> web.StreamResponse:
-    _require_admin(request)
-    ctx = request.app[CONTEXT]
-    run = await _current(ctx, _find_run(ctx, request.match_info["run_id"]))
+async def cancel_job_run(ctx: ApiContext, run_id: str) -> jobs.Run:
+    """Ask an active run to cancel; ApiError 404 (unknown) or 409 (already finished)."""
+    run = await current_run(ctx, find_run(ctx, run_id))
     if run.final:
         raise ApiError(409, f"run {run.run_id} has already finished ({run.status})")
     handle = runs.handle_of(ctx.client, run.workflow_id, run.temporal_run_id)
@@ -300,6 +324,12 @@ async def cancel_run(request: web.Request) -> web.StreamResponse:
         await runs.request_cancel(handle, run.run_id)
     except runs.RunAlreadyFinished as exc:
         raise ApiError(409, str(exc)) from None
+    return run
+
+
+async def cancel_run(request: web.Request) -> web.StreamResponse:
+    _require_admin(request)
+    run = await cancel_job_run(request.app[CONTEXT], request.match_info["run_id"])
     return web.json_response(run.view(), status=202)
 
 

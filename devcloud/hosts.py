@@ -75,6 +75,7 @@ class Host:
     last_heartbeat_at: str | None = None
     installed_agents: list[str] = field(default_factory=list)
     orchestrator_version: str | None = None  # as the last heartbeat said
+    last_status: dict[str, Any] | None = None  # the last heartbeat's HostStatus, as sent
 
     def health(self, now: datetime | None = None) -> Health:
         last = parse_time(self.last_heartbeat_at) if self.last_heartbeat_at else None
@@ -89,6 +90,7 @@ class Host:
             "managed_agents": list(self.managed_agents),
             "installed_agents": list(self.installed_agents),
             "orchestrator_version": self.orchestrator_version,
+            "last_status": self.last_status,
         }
 
 
@@ -100,6 +102,7 @@ FROM hosts h LEFT JOIN heartbeats b ON b.host_id = h.host_id
 
 
 def _host(row: sqlite3.Row) -> Host:
+    status = _status(row["last_status"])
     return Host(
         host_id=row["host_id"],
         instance_id=row["instance_id"],
@@ -109,15 +112,21 @@ def _host(row: sqlite3.Row) -> Host:
         registered_at=row["registered_at"],
         last_heartbeat_at=row["last_heartbeat_at"],
         installed_agents=json.loads(row["installed_agents"]),
-        orchestrator_version=_reported_version(row["last_status"]),
+        orchestrator_version=_reported_version(status),
+        last_status=status,
     )
 
 
-def _reported_version(status: str | None) -> str | None:
+def _status(text: str | None) -> dict[str, Any] | None:
     try:
-        version = json.loads(status).get("orchestrator_version") if status else None
-    except (ValueError, AttributeError):
+        status = json.loads(text) if text else None
+    except ValueError:
         return None
+    return status if isinstance(status, dict) else None
+
+
+def _reported_version(status: dict[str, Any] | None) -> str | None:
+    version = status.get("orchestrator_version") if status else None
     return str(version) if version else None
 
 

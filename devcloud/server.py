@@ -1,8 +1,8 @@
 """`bigeye-cloud-dev server`: the local cloud in the foreground until SIGTERM/SIGINT.
 
 It runs the Temporal dev server (loopback only), its mTLS front (bridge gateway + loopback),
-the `AgentHeartbeat` worker and the HTTP API, with every piece of state under the state
-directory; a restart reuses the previous ports when they are free.
+the `AgentHeartbeat` worker and the HTTP API with its web UI (`/ui/`), with every piece of state
+under the state directory; a restart reuses the previous ports when they are free.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from devcloud.temporal_server import (
     stop_orphan,
     supports_flag,
 )
+from devcloud.web.app import UI_PATH, mount_ui
 from orchestrator.contract import DEFAULT_NAMESPACE
 
 log = structlog.get_logger("devcloud.server")
@@ -208,17 +209,17 @@ async def _start_services(
     services.push_async_callback(_stop_worker, worker, worker_task)
 
     temporal_address = f"{SERVER_NAME}:{ports.front}"
-    app = build_app(
-        ApiContext(
-            conn=conn,
-            client=client,
-            temporal_address=temporal_address,
-            namespace=config.namespace,
-            server_name=SERVER_NAME,
-            server_ca_pem=ca.cert_pem,
-            on_trusted_ca=front.trust,
-        )
+    ctx = ApiContext(
+        conn=conn,
+        client=client,
+        temporal_address=temporal_address,
+        namespace=config.namespace,
+        server_name=SERVER_NAME,
+        server_ca_pem=ca.cert_pem,
+        on_trusted_ca=front.trust,
     )
+    app = build_app(ctx)
+    mount_ui(app, ctx)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=API_SHUTDOWN_SECONDS)
     await runner.setup()
     services.push_async_callback(runner.cleanup)
@@ -226,6 +227,7 @@ async def _start_services(
 
     endpoints = state.Endpoints(
         api_url=f"http://{LOOPBACK}:{ports.api}",
+        ui_url=f"http://{LOOPBACK}:{ports.api}{UI_PATH}",
         temporal_address=temporal_address,
         temporal_plain_address=config.address,
         namespace=config.namespace,

@@ -1,6 +1,7 @@
 """The files under the state directory (default `.devcloud/`).
 
-- `endpoints.json`: where the running local cloud answers; present only while it is ready.
+- `endpoints.json`: where the running local cloud answers (also `ui_url`, the web UI); present
+  only while it is ready.
 - `server.json`: what a restart reuses (ports) and cleans up (the Temporal child's pid).
 - `temporal.db`: the Temporal dev server's sqlite store, so runs survive a restart.
 - `cloud.db`: devcloud's own store (keys, account CA, hosts, heartbeats, jobs, runs; devcloud.db).

@@ -50,6 +50,18 @@ if ! command -v strip >/dev/null && is_root && [[ -f /etc/debian_version ]]; the
     || say "could not install binutils: the images keep their shared libraries' symbols"
 fi
 
+# ---- a headless browser for the web UI's tests: Debian's chromium and its chromedriver --------
+# (selenium drives /usr/bin/chromedriver; nothing is downloaded at test time)
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if is_root && [[ -f /etc/debian_version ]]; then
+    say "installing Debian's chromium and chromium-driver (the web UI's browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    say "chromium or chromedriver is missing: the web UI's browser tests will fail until Debian's chromium and chromium-driver are installed"
+  fi
+fi
+
 # ---- what a rootless engine needs (the rootless e2e test starts one; root on Debian only) -----
 if is_root && [[ -f /etc/debian_version ]]; then
   if ! command -v rootlesskit >/dev/null || ! command -v slirp4netns >/dev/null \

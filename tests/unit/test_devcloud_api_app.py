@@ -88,7 +88,7 @@ async def test_register_then_agents_and_account(api):
     assert await response.json() == {
         "host_id": "h1", "health": "no_data", "last_heartbeat_at": None,
         "managed_agents": ["lineage_plus"], "installed_agents": ["sds"],
-        "orchestrator_version": None,
+        "orchestrator_version": None, "last_status": None,
     }  # fmt: skip
     response = await api.put(f"{ORCH}/hosts/h1/agents", headers=auth(api, "admin"),
                              json={"managed_agents": ["datahealth"]})  # fmt: skip
