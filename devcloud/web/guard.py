@@ -34,7 +34,8 @@ SECURITY_HEADERS: Final = {
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # not no-referrer: with it, browsers send `Origin: null` on this origin's own form posts
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "Vary": "Accept, Cookie",
 }

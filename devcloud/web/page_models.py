@@ -158,8 +158,8 @@ def jobs_page(
     return page
 
 
+# The run's status is shown above them (it is the result's status once there is one).
 RESULT_FIELDS = (
-    ("status", "Status"),
     ("exit_code", "Exit code"),
     ("reason", "Reason"),
     ("started_at", "Started"),
@@ -183,6 +183,6 @@ def result_rows(run: Mapping[str, Any]) -> list[tuple[str, str]]:
         else:
             text = "—" if value is None or value == "" else str(value)
         rows.append((label, text))
-    rows.insert(5, ("Duration", timefmt.duration(result.get("started_at"),
+    rows.insert(4, ("Duration", timefmt.duration(result.get("started_at"),
                                                  result.get("finished_at"))))  # fmt: skip
     return rows

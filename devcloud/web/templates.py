@@ -107,7 +107,7 @@ _JOBS = """{% extends "base.html" %}
   <input type="hidden" name="agent" value="{{ f.agent }}">
   {% if f.new %}
   <input type="hidden" name="new" value="1">
-  <label>job id <input name="job_id" value="{{ f.job_id }}" required></label>
+  <label>job id <input name="job_id" value="{{ f.job_id }}" size="40" required></label>
   {% else %}
   <input type="hidden" name="job_id" value="{{ f.job_id }}">
   {% endif %}
