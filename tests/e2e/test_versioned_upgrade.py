@@ -75,7 +75,7 @@ def completed_by(events: WorkflowHistory) -> set[str]:
     for event in events.events:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             attrs = event.workflow_task_completed_event_attributes
-            found.add(attrs.deployment_version.build_id or attrs.worker_deployment_version)
+            found.add(attrs.worker_version.build_id)  # the release's stamp; routing is by queue
     return found
 
 
