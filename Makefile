@@ -44,6 +44,11 @@ bench: setup
 bench-fleet: setup
 	$(PY) -m bench.fleet
 
+# docs/screenshots/ui-*.png: the web UI's browser test takes them and copies them there.
+.PHONY: ui-screenshots
+ui-screenshots: setup
+	BIGEYE_UI_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(PYTEST) tests/integration/test_devcloud_ui.py
+
 .PHONY: setup-python
 setup-python:
 	@test -x $(PY) || bash scripts/setup.sh

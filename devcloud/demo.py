@@ -3,12 +3,15 @@
 A local Bigeye cloud comes up, an admin key is created, `bigeye-agent register` brings the host
 `demo-host-01` under orchestration with the three batch agents (the compose stack: orchestrator
 in its container, Docker only through the socket proxy, Temporal over mTLS), the host shows
-healthy, and one job of each agent type is triggered and its result printed. Everything the
-demo starts is stopped before it returns; its files stay in `.demo/` to look at.
+healthy, and one job of each agent type is triggered and its result printed. Then the web UI's
+URL is printed and the page stays reachable until Enter is pressed (not with `--no-wait`, nor
+when standard input is not a terminal: CI and scripts never block). Everything the demo starts
+is stopped before it returns; its files stay in `.demo/` to look at.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -19,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -112,7 +115,41 @@ def summarise(run: dict[str, Any]) -> str:
     )
 
 
-def main() -> int:
+def should_wait(no_wait: bool, stdin: TextIO) -> bool:
+    """Wait for Enter only when asked to and someone can press it (a terminal)."""
+    return not no_wait and stdin.isatty()
+
+
+def show_ui(endpoints: dict[str, Any], key: str, *, wait: bool) -> None:
+    key_file = DEMO_DIR / "admin.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(key + "\n")
+    step("the web UI: Settings → Agents → Hosts, Jobs (Run now), Run (log tail, Cancel)")
+    print(f"    {endpoints.get('ui_url') or endpoints['api_url'] + '/ui/'}")
+    print(f"    log in with the admin key in {key_file}")
+    if not wait:
+        return
+    try:
+        input("\n    press Enter to stop the demo ")
+    except (EOFError, KeyboardInterrupt):
+        print()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devcloud.demo", description="the operator's journey on one machine"
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="stop as soon as the jobs are done instead of keeping the web UI up until Enter",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if DEMO_DIR.exists():
         stale = DEMO_DIR / "host" / "docker-compose.bigeye.yml"
         if stale.exists():
@@ -155,7 +192,9 @@ def main() -> int:
             conf.write_text(f"# {agent} connection settings\nsource: demo\n")
             os.chown(conf, OPERATOR_UID, OPERATOR_UID)
         try:
-            return run_jobs(state_dir, host_dir, env)
+            code = run_jobs(state_dir, host_dir, env)
+            show_ui(endpoints, key, wait=should_wait(args.no_wait, sys.stdin))
+            return code
         finally:
             step("stopping the stack (bigeye-agent compose down)")
             subprocess.run(

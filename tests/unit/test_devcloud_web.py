@@ -392,3 +392,15 @@ def test_times_and_durations():
     assert timefmt.duration("2025-01-01T11:00:00Z", "2025-01-01T12:01:05Z") == "1 h 01 min"
     assert timefmt.duration("2025-01-01T11:59:00Z", "2025-01-01T11:59:42Z") == "42 s"
     assert timefmt.duration("2025-01-01T11:59:00Z", None) == "—"
+
+
+async def test_a_script_logs_in_with_json_and_posts_with_the_csrf_header(ui):
+    response = await ui.post("/ui/login", data={"key": ui.keys["admin"]}, headers=JSON)
+    answer = await response.json()
+    assert response.status == 200 and answer["role"] == "admin" and answer["csrf_token"]
+    assert (await ui.get("/ui/settings/agents/hosts", headers=JSON)).status == 200
+    response = await ui.post("/ui/logout", headers={**JSON, "X-CSRF-Token": "nope"})
+    assert response.status == 403
+    response = await ui.post("/ui/logout", headers={**JSON, "X-CSRF-Token": answer["csrf_token"]})
+    assert response.status == 200 and await response.json() == {"message": "logged out"}
+    assert (await ui.get("/ui/settings/agents/hosts", headers=JSON)).status == 401
