@@ -77,11 +77,13 @@ SCRIPT: Final = """
 (function () {
   "use strict";
   var every = parseInt(document.body.getAttribute("data-refresh-ms") || "0", 10);
+  // the page's own address: after a refused POST the location is the form's action
+  var url = document.body.getAttribute("data-refresh-url") || window.location.href;
   if (!every) { return; }
   function regions() { return document.querySelectorAll("[data-refresh][id]"); }
   function schedule() { if (regions().length) { setTimeout(refresh, every); } }
   function refresh() {
-    fetch(window.location.href, {
+    fetch(url, {
       headers: { "Accept": "text/html" }, credentials: "same-origin", cache: "no-store"
     }).then(function (response) {
       if (response.redirected || response.status === 401) {

@@ -31,6 +31,7 @@ log = structlog.get_logger("devcloud.web")
 
 HOSTS_PATH: Final = f"{BASE}/settings/agents/hosts"
 LOGIN_PATH: Final = f"{BASE}/login"
+JOBS_PATH: Final = f"{BASE}/jobs"
 HOSTS_REFRESH_MS: Final = 3000
 JOBS_REFRESH_MS: Final = 3000
 RUN_REFRESH_MS: Final = 1500
@@ -136,6 +137,7 @@ async def hosts_page(request: web.Request) -> web.StreamResponse:
         nav="hosts",
         session=session_of(request),
         refresh_ms=HOSTS_REFRESH_MS,
+        refresh_url=HOSTS_PATH,
         hosts=listing,
         health_labels=page_models.HEALTH_LABELS,
     )
@@ -171,6 +173,7 @@ async def _jobs_html(
         session=session_of(request),
         csrf=session_of(request).csrf_token,
         refresh_ms=JOBS_REFRESH_MS,
+        refresh_url=JOBS_PATH,
         forms_on_page=True,
         groups=groups,
         page_error=page_error,
@@ -235,6 +238,7 @@ async def run_page(request: web.Request) -> web.StreamResponse:
         session=session_of(request),
         csrf=session_of(request).csrf_token,
         refresh_ms=RUN_REFRESH_MS if active else 0,
+        refresh_url=request.path_qs,
         run=run,
         active=active,
         notice=notice,

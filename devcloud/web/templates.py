@@ -27,7 +27,7 @@ _BASE = """<!doctype html>
 {% if refresh_ms and not forms_on_page %}<noscript><meta http-equiv="refresh" content="{{ [refresh_ms // 1000, 1] | max }}"></noscript>{% endif %}
 <script src="{{ base }}/static/app.js" defer></script>
 </head>
-<body data-refresh-ms="{{ refresh_ms or 0 }}">
+<body data-refresh-ms="{{ refresh_ms or 0 }}" data-refresh-url="{{ refresh_url }}">
 <header class="top">
   <a class="brand" href="{{ base }}/">Bigeye <small>local cloud</small></a>
   {% if session %}
@@ -239,5 +239,12 @@ def render(name: str, **context: Any) -> str:
         now_text=timefmt.when(now.isoformat()),
         when=timefmt.when,
         ago=lambda text: timefmt.ago(text, now),
-        **{"session": None, "nav": None, "refresh_ms": 0, "forms_on_page": False, **context},
+        **{
+            "session": None,
+            "nav": None,
+            "refresh_ms": 0,
+            "refresh_url": "",
+            "forms_on_page": False,
+            **context,
+        },
     )

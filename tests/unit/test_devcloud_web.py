@@ -299,6 +299,7 @@ async def test_run_now_validates_as_the_contract_does_and_keeps_the_form(ui):
     assert response.status == 400
     assert "parameters.file_name: String should match pattern" in text
     assert HOSTILE not in text and f'value="{ESCAPED}"' in text, "shown again, as text"
+    assert 'data-refresh-url="/ui/jobs"' in text, "refreshes from the page, not the form's action"
     for bad, message in [
         ({"param.file_name": "../etc/passwd"}, "parameters.file_name"),
         ({"param.file_name": "a.yml", "job_id": "bad id!"}, "job_id: String should match"),
