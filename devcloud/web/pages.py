@@ -200,25 +200,31 @@ async def run_now(request: web.Request) -> web.StreamResponse:
     new = _text(form, "new") == "1"  # a new job's form: its job id is an input
     key = f"{host_id}/{agent}/{'' if new else job_id}"
     try:
-        validate(job_id, agent, parameters := parameters_from_form(agent, fields))
+        parameters = parameters_from_form(agent, fields)
+        validate(job_id, agent, parameters)
         run = await api.start_job_run(
             ui_state(request).api,
             api.RunRequest(host_id=host_id, agent=agent, job_id=job_id, parameters=parameters),
         )
-    except (FormRejected, api.ApiError) as exc:
-        status, message = (exc.status, exc.message) if isinstance(exc, api.ApiError) else (
-            400, str(exc))  # fmt: skip
-        log.info("ui_run_refused", host_id=host_id, agent=agent, job_id=job_id, reason=message)
+    except FormRejected as exc:
+        status, message = 400, str(exc)
+    except api.ApiError as exc:
+        status, message = exc.status, exc.message
+    else:
+        log.info("ui_run_started", host_id=host_id, agent=agent, job_id=run.job_id,
+                 run_id=run.run_id)  # fmt: skip
         if wants_json(request):
-            return web.json_response({"message": message}, status=status)
-        values = submitted_values(agent, fields) if agent in AGENT_TYPES else {}
-        refused = FormState(key, job_id, values, message)
-        page_error = None if agent in AGENT_TYPES else message
-        return await _jobs_html(request, status=status, refused=refused, page_error=page_error)
-    log.info("ui_run_started", host_id=host_id, agent=agent, job_id=run.job_id, run_id=run.run_id)
+            return web.json_response(run.view(), status=201)
+        raise web.HTTPSeeOther(f"{BASE}/runs/{run.run_id}")
+    log.info("ui_run_refused", host_id=host_id, agent=agent, job_id=job_id, reason=message)
     if wants_json(request):
-        return web.json_response(run.view(), status=201)
-    raise web.HTTPSeeOther(f"{BASE}/runs/{run.run_id}")
+        return web.json_response({"message": message}, status=status)
+    known_agent = agent in AGENT_TYPES
+    typed = submitted_values(agent, fields) if known_agent else {}
+    refused = FormState(key, job_id, typed, message)
+    # a form of an unknown agent is on no page: the error goes above them all
+    page_error = None if known_agent else message
+    return await _jobs_html(request, status=status, refused=refused, page_error=page_error)
 
 
 # ---- Run ----------------------------------------------------------------------------------

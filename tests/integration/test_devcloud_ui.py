@@ -174,6 +174,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     service = Service(executable_path=str(CHROMEDRIVER))
     driver = webdriver.Chrome(options=options, service=service)
     try:
+        assert driver.service.path == str(CHROMEDRIVER), "Debian's chromedriver, not a download"
         yield driver
     finally:
         driver.quit()
