@@ -7,7 +7,7 @@ host's id: the orchestrator never touches a container it did not create.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiodocker
@@ -133,7 +133,7 @@ async def log_entries(
     follow: bool,
     tail: int | None = None,
     timestamps: bool = True,
-) -> AsyncIterator[Entry]:
+) -> AsyncGenerator[Entry, None]:
     """A container's stdout and stderr entries; ends when the engine (or a proxy) ends it."""
     params: dict[str, Any] = {
         "stdout": "true",
@@ -149,8 +149,13 @@ async def log_entries(
     async with docker._query(
         f"containers/{container_id}/logs", method="GET", params=params, timeout=timeout
     ) as response:
-        async for entry in entries(response.content.iter_any(), timestamps=timestamps):
-            yield entry
+        try:
+            async for entry in entries(response.content.iter_any(), timestamps=timestamps):
+                yield entry
+        finally:
+            # aiodocker leaves the response open: a followed stream given up on would keep
+            # its connection, and the engine its reader, until garbage collection.
+            response.close()
 
 
 TAIL_FIRST_READ = 4 * LOG_TAIL_LINES

@@ -3,17 +3,30 @@
 Resumable: the `LineReader`'s cursor rides in the watch heartbeat, so a dropped stream or a
 new attempt forwards every line exactly once. A line above the cap is forwarded truncated
 with `cut_bytes`; the totals are logged when the job ends.
+
+The engine's follow stream can jump over a rotated log file when it falls behind the job
+(logstream's docstring has the details). Where it may have jumped, a probe of the log's last
+entries settles it; when the probe cannot rule a jump out, the stream is read again from the
+cursor, and that read covers every file the engine still holds. Output the engine rotated
+away before anyone read it is reported as lost, in one line, never skipped silently.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import aiodocker
 
 from activities import containers
-from activities.logstream import LineReader, LogLine
+from activities.agents import LOG_MAX_SIZE
+from activities.docker_api import is_unreachable
+from activities.logstream import JumpWatch, LineReader, LogLine, docker_since, probe_entries
 from orchestrator import metrics
+from orchestrator.hostconfig import parse_size
+
+PROBE_ENTRIES = probe_entries(parse_size(LOG_MAX_SIZE))
 
 
 class OutputForwarder:
@@ -24,15 +37,13 @@ class OutputForwarder:
         self.container_id = container_id
         self.reader = reader
         self.jlog = jlog
+        self.watch = JumpWatch()
+        self.jumped = False  # the last read was given up where the stream may have jumped
 
     async def follow(self, *, follow: bool = True) -> None:
         """Forward from the cursor until the engine ends the stream (the job exited, or a cut)."""
-        since = self.reader.resume()
-        async for entry in containers.log_entries(
-            self.docker, self.container_id, since=since, follow=follow
-        ):
-            for line in self.reader.feed(entry):
-                self._emit(line)
+        while not await self._read(follow=follow):
+            metrics.LOG_REREADS.inc()
 
     async def drain(self) -> None:
         """Everything the container printed, up to its exit (it has exited or is stopping)."""
@@ -48,6 +59,63 @@ class OutputForwarder:
             bytes=reader.bytes,
             lines_cut=reader.lines_cut,
             bytes_cut=reader.bytes_cut,
+            gaps=reader.gaps,
+        )
+
+    async def _read(self, *, follow: bool) -> bool:
+        """One read from the cursor; False when it was given up because it may have jumped."""
+        reader, watch = self.reader, self.watch
+        since = reader.resume()
+        watch.new_read(time.time_ns())
+        first = since is not None
+        stream = containers.log_entries(self.docker, self.container_id, since=since, follow=follow)
+        async with contextlib.aclosing(stream):
+            async for entry in stream:
+                stamp = entry.timestamp
+                if stamp is not None:
+                    if first:
+                        first = False
+                        horizon = reader.lost_before(stamp, after_jump=self.jumped)
+                        if horizon is not None:
+                            self._lost(horizon, stamp)
+                    before = watch.step(stamp, time.time_ns()) if follow else None
+                    if before is not None and not await self._contiguous(before):
+                        self.jlog.info("job output read again", after=before, next=stamp)
+                        self.jumped = True
+                        return False
+                    self.jumped = False
+                for line in reader.feed(entry):
+                    self._emit(line)
+        return True
+
+    async def _contiguous(self, after: str) -> bool:
+        """Whether the log holds too few entries from `after` on for a rotated file to fit."""
+        count = 0
+        probe = containers.log_entries(
+            self.docker,
+            self.container_id,
+            since=docker_since(after),
+            follow=False,
+            tail=PROBE_ENTRIES,
+        )
+        try:
+            async with contextlib.aclosing(probe):
+                async for _ in probe:
+                    count += 1
+        except Exception as exc:
+            if is_unreachable(exc) or isinstance(exc, aiodocker.DockerError):
+                return False  # unknown: the read from the cursor settles it
+            raise
+        return count < PROBE_ENTRIES
+
+    def _lost(self, after: str, before: str) -> None:
+        metrics.LOG_GAPS.inc()
+        self.jlog.warning(
+            "job output lost",
+            reason="the engine rotated its log files before they were read",
+            lost_after=after,
+            lost_before=before,
+            lines_lost="unknown",
         )
 
     def _emit(self, line: LogLine) -> None:

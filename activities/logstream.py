@@ -10,6 +10,15 @@ Resuming after a dropped stream or a new activity attempt must neither repeat no
 although many entries share a timestamp: the cursor keeps, per stream, the timestamp of the
 last entry of the last line forwarded and how many entries of that stream carry it. Docker's
 `since` is inclusive, so a resumed stream re-reads those entries and skips exactly them.
+
+The json-file driver's follow reader (Docker 20.10) is not exact across a log rotation: when it
+is a whole file behind the writer as a file is rotated, it reopens the log by name and skips
+the rotated file in between; when it is caught up, it sometimes sends the first entries of the
+new file twice. A read without follow (or the start of a followed one, which reads every file
+the engine still holds) has neither fault. `JumpWatch` finds where a followed stream may have
+skipped, `probe_entries` says how few entries rule a skip out, and the reader drops the
+entries sent twice. What the engine rotated away before anyone read it is gone: a resumed read
+that starts after the cursor's horizon says so (`LineReader.lost_before`).
 """
 
 from __future__ import annotations
@@ -30,6 +39,14 @@ MAX_LINE_BYTES = 64 * 1024
 # one already read may be written after it. Resuming this much earlier re-reads (and skips)
 # a few entries instead of missing one.
 RESUME_MARGIN_NS = 1_000_000_000
+# A followed stream that skipped a rotated file shows two consecutive entries written further
+# apart than they arrived: the skipped file was written in between while the reader was behind.
+# Docker's json-file writer fills a 10 MiB file in 70 ms at best here (about 140 MB/s); a
+# threshold well below that catches every skip, and a false alarm costs one probe (~1 ms).
+JUMP_NS = 20_000_000
+# The most one entry takes in a json-file log: a 16 KiB piece of a line, every byte escaped
+# (\u00XX is six bytes for one), plus the keys, the stream, the time and any attributes.
+MAX_ENTRY_BYTES = 6 * 16 * 1024 + 4 * 1024
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
 
@@ -179,6 +196,7 @@ class LogCursor(BaseModel):
     bytes: int = 0
     lines_cut: int = 0
     bytes_cut: int = 0
+    gaps: int = 0  # times the engine had rotated away output before it was read
 
     def since(self) -> str | None:
         """Where a resumed log stream must start so that no entry is missed (None: the start).
@@ -200,6 +218,54 @@ def _ns(timestamp: str) -> int:
     return timestamp_ns(timestamp)
 
 
+def probe_entries(max_file_bytes: int) -> int:
+    """How many of the log's last entries a probe reads after a suspected jump.
+
+    Fewer entries than this, counted from the entry before the jump to the end of the log,
+    cannot hold a whole rotated file (at least `max_file_bytes`): the stream did not skip one.
+    """
+    return -(-max_file_bytes // MAX_ENTRY_BYTES)
+
+
+class JumpWatch:
+    """Where a followed log stream may have jumped over a rotated file.
+
+    `step` sees every stamped entry in the order the engine sent it, with the time it arrived.
+    A skipped file was written between two consecutive entries while the reader was behind, so
+    the second arrives with much less delay than the first (its lag drops). A job that pauses
+    while we are behind looks the same: the probe tells them apart.
+    """
+
+    def __init__(self) -> None:
+        self._latest_ns = -1  # the latest entry that arrived, in any read
+        self._settled_ns = -1
+        self._previous: str | None = None
+        self._previous_lag = 0
+
+    def new_read(self, now_ns: int) -> None:
+        """A read from the cursor begins at `now_ns`. It first reads every file the engine
+        holds, so consecutive entries are consecutive in the log up to what was written
+        before it began: what had arrived already, and what was stamped well before (an entry
+        is written within moments of its stamp, and a rotated file holds many entries)."""
+        self._settled_ns = max(self._latest_ns, now_ns - RESUME_MARGIN_NS)
+        self._previous = None
+
+    def step(self, stamp: str, now_ns: int) -> str | None:
+        """The previous entry's timestamp when the stream may have jumped from it to `stamp`."""
+        stamp_ns = _ns(stamp)
+        lag = now_ns - stamp_ns
+        previous = self._previous
+        jumped = (
+            previous is not None
+            and self._previous_lag - lag > JUMP_NS
+            and stamp_ns > self._settled_ns
+        )
+        self._previous, self._previous_lag = stamp, lag
+        if stamp_ns > self._latest_ns:
+            self._latest_ns = stamp_ns
+        return previous if jumped else None
+
+
 class LineReader:
     """Entries in, whole lines out, each line exactly once across resumed streams.
 
@@ -218,8 +284,10 @@ class LineReader:
         self._horizon_ns = _ns(start.horizon) if start.horizon else -1
         self.lines, self.bytes = start.lines, start.bytes
         self.lines_cut, self.bytes_cut = start.lines_cut, start.bytes_cut
+        self.gaps = start.gaps
         self.max_line_bytes = max_line_bytes
         self._seen: dict[str, tuple[str, int]] = {}  # per stream, in this pass: (stamp, count)
+        self._last_data: dict[str, bytes] = {}  # per stream, in this pass: the last entry's data
         self._partial: dict[str, _Partial] = {}
         self._partial_end: dict[str, tuple[str, int]] = {}
 
@@ -233,19 +301,50 @@ class LineReader:
             bytes=self.bytes,
             lines_cut=self.lines_cut,
             bytes_cut=self.bytes_cut,
+            gaps=self.gaps,
         )
 
     def resume(self) -> str | None:
         """A new pass over the stream (after a cut): pieces of unfinished lines are re-read."""
         self._seen.clear()
+        self._last_data.clear()
         self._partial.clear()
         self._partial_end.clear()
         return self.cursor.since()
+
+    def lost_before(self, stamp: str, *, after_jump: bool = False) -> str | None:
+        """For the first entry of a resumed pass: the horizon, if output was lost after it.
+
+        A resumed pass starts before the horizon, so the engine would send the entry at the
+        horizon again if it still held it: it rotated away the file that held it, and the
+        output written after the horizon and before `stamp` with it (how much is unknown).
+        After a pass given up at a jump (`after_jump`), the horizon ends the file the follow
+        reader had read to its end: when that file alone is gone, the next entry (the next
+        file's first) comes within moments, while a whole file lost in between took longer
+        than `JUMP_NS` to write.
+        """
+        if self._horizon is None:
+            return None
+        gap = _ns(stamp) - self._horizon_ns
+        if gap <= 0 or (after_jump and gap <= JUMP_NS):
+            return None
+        self.gaps += 1
+        return self._horizon
 
     def feed(self, entry: Entry) -> list[LogLine]:
         stream, stamp = entry.stream, entry.timestamp
         if stamp is not None:
             last = self._seen.get(stream)
+            if (
+                last is not None
+                and last[0] == stamp
+                and entry.data[-1:] == b"\n"
+                and self._last_data.get(stream) == entry.data
+            ):
+                # The follow reader sent the same entry twice. The pieces of one line share a
+                # stamp, but a whole line ends them: a stream's next line has a later stamp.
+                return []
+            self._last_data[stream] = entry.data
             count = last[1] + 1 if last is not None and last[0] == stamp else 1
             self._seen[stream] = (stamp, count)
             stamp_ns = _ns(stamp)

@@ -71,6 +71,18 @@ LOG_BYTES_CUT: Final = Counter(
     "bigeye_log_bytes_cut", "Bytes of job output beyond the line cap, not forwarded.",
     registry=REGISTRY,
 )  # fmt: skip
+LOG_REREADS: Final = Counter(
+    "bigeye_log_rereads",
+    "Times a job's followed output stream may have skipped a rotated log file and was read "
+    "again from the cursor.",
+    registry=REGISTRY,
+)
+LOG_GAPS: Final = Counter(
+    "bigeye_log_gaps",
+    "Times a job's output had been rotated away by the engine before it was read (lines lost, "
+    "how many unknown).",
+    registry=REGISTRY,
+)
 SLOTS_USED: Final = Gauge(
     "bigeye_slots_used", "Job containers holding a slot, as last counted.", registry=REGISTRY
 )

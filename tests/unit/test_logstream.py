@@ -5,20 +5,25 @@ from __future__ import annotations
 import itertools
 import struct
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from activities.logstream import (
+    JUMP_NS,
+    MAX_ENTRY_BYTES,
     MAX_LINE_BYTES,
     Entry,
+    JumpWatch,
     LineReader,
     LogCursor,
     LogLine,
     docker_since,
     entries,
     frames,
+    probe_entries,
     split_timestamp,
     tail_lines,
     tail_of,
@@ -248,12 +253,14 @@ log_lines = st.lists(
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(log_lines, st.lists(st.integers(min_value=0, max_value=60), max_size=6))
 def test_a_stream_cut_anywhere_and_resumed_forwards_every_line_exactly_once(spec, cuts):
-    # Each stream's stamps never go back; across streams a line may be stored after one stamped
-    # later (Docker stamps the two streams in two goroutines): stderr lags by up to 2 ticks.
+    # Each stream's stamps go forward (Docker stamps every line with its own clock reading;
+    # only the pieces of one line share a stamp); across streams a line may be stored after
+    # one stamped later (Docker stamps the two streams in two goroutines): stderr lags by up
+    # to 2 ticks.
     lines, tick, last = [], 10, {"stdout": 0, "stderr": 0}
     for stream, step, data in spec:
         tick += step
-        stamp = max(last[stream], tick - (2 if stream == "stderr" else 0))
+        stamp = max(last[stream] + 1, tick - (2 if stream == "stderr" else 0))
         last[stream] = stamp
         lines.append((stream, stamp, data))
     log = as_docker_log(lines)
@@ -388,3 +395,118 @@ def test_tail_truncation_stays_on_a_utf8_boundary(char):
 def test_truncate_utf8_leaves_short_text_alone():
     assert truncate_utf8("caf\u00e9", limit=5) == "caf\u00e9"
     assert truncate_utf8("caf\u00e9", limit=4) == "caf"
+
+
+# ---- the follow reader's faults at a log rotation ------------------------------------------------
+
+
+def test_an_entry_the_follow_reader_sends_twice_is_forwarded_once():
+    log = as_docker_log([("stdout", 1, b"one"), ("stdout", 2, b"two"), ("stdout", 3, b"three")])
+    sent = [log[0], log[1], log[1], log[2]]  # the engine re-read the entry it had just sent
+    assert texts(feed_all(LineReader(), sent)) == [
+        ("stdout", "one"),
+        ("stdout", "two"),
+        ("stdout", "three"),
+    ]
+
+
+def test_a_run_of_entries_sent_again_from_the_start_of_a_file_is_forwarded_once():
+    log = as_docker_log([("stdout", n, f"line {n}".encode()) for n in range(1, 7)])
+    sent = log[:5] + log[2:5] + log[5:]  # the engine reopened the file it was reading
+    got = texts(feed_all(LineReader(), sent))
+    assert got == [("stdout", f"line {n}") for n in range(1, 7)]
+
+
+def test_pieces_of_one_line_that_look_alike_are_all_kept():
+    piece = b"=" * 16_384
+    log = [Entry("stdout", T(1), piece), Entry("stdout", T(1), piece), Entry("stdout", T(1), b"\n")]
+    (line,) = feed_all(LineReader(), log)
+    assert len(line.text) == 2 * len(piece)
+
+
+def test_a_resumed_read_that_starts_after_the_horizon_reports_the_gap():
+    log = as_docker_log([("stdout", n, f"line {n}".encode()) for n in range(1, 10)])
+    reader = LineReader()
+    feed_all(reader, log[:3])
+    since = reader.resume()
+    assert since is not None
+    held = read_since(log, since)
+    assert reader.lost_before(held[0].timestamp or "") is None  # the horizon is still held
+    rotated = log[6:]  # the engine no longer holds lines 4 to 6
+    assert reader.lost_before(rotated[0].timestamp or "") == T(3)
+    assert reader.cursor.gaps == 1
+    assert LineReader(LogCursor.model_validate_json(reader.cursor.model_dump_json())).gaps == 1
+
+
+def test_after_a_jump_the_file_read_to_its_end_may_be_gone_with_nothing_lost():
+    log = as_docker_log([("stdout", n, f"line {n}".encode()) for n in range(1, 10)])
+    reader = LineReader()
+    feed_all(reader, log[:3])  # line 3 ended the file the follow reader had read
+    reader.resume()
+    # line 4, a microsecond later, begins the oldest file the engine still holds
+    assert reader.lost_before(log[3].timestamp or "", after_jump=True) is None
+    assert reader.gaps == 0
+    # a whole file between them would have taken longer to write than a jump's threshold
+    assert reader.lost_before(at(3 + JUMP_NS // 1000 + 1), after_jump=True) == T(3)
+    assert reader.gaps == 1
+
+
+def test_nothing_is_reported_lost_before_the_first_read():
+    assert LineReader().lost_before(T(5)) is None
+
+
+def at(us: int) -> str:
+    """A Docker timestamp `us` microseconds after a fixed moment (any number of seconds)."""
+    seconds, nanos = divmod(BASE_NS + us * 1000, 1_000_000_000)
+    whole = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{whole}.{nanos:09d}Z"
+
+
+def lag_steps(watch: JumpWatch, steps: list[tuple[int, int]]) -> list[str | None]:
+    """(µs written, ms of delay when it arrived) for each entry, in the order sent."""
+    return [watch.step(at(us), BASE_NS + us * 1000 + delay * 1_000_000) for us, delay in steps]
+
+
+def test_a_stream_read_behind_the_job_does_not_look_like_a_jump():
+    watch = JumpWatch()
+    watch.new_read(0)
+    # Two seconds behind, and falling further behind: no entry arrives much fresher.
+    assert lag_steps(watch, [(n, 2000 + n) for n in range(1, 50)]) == [None] * 49
+
+
+def test_a_pause_of_the_job_while_the_reader_keeps_up_does_not_look_like_a_jump():
+    watch = JumpWatch()
+    watch.new_read(0)
+    assert lag_steps(watch, [(1, 1), (2, 1), (5_000_000, 1)]) == [None, None, None]
+
+
+def test_an_entry_much_fresher_than_the_one_before_is_a_possible_jump():
+    watch = JumpWatch()
+    watch.new_read(0)
+    # Five seconds behind until the stream skips to an entry written 5 s (5,000,000 µs) later.
+    got = lag_steps(watch, [(1, 5000), (2, 5000), (5_000_002, 10), (5_000_003, 10)])
+    assert got == [None, None, at(2), None]
+
+
+def test_a_new_read_does_not_suspect_what_it_reads_from_the_files_again():
+    watch = JumpWatch()
+    watch.new_read(0)
+    assert lag_steps(watch, [(1, 5000), (5_000_000, 10)]) == [None, at(1)]
+    watch.new_read(0)  # read again from the cursor: up to what arrived before, it is settled
+    again = lag_steps(watch, [(1, 9000), (5_000_000, 4000), (5_000_001, 4000), (9_000_000, 10)])
+    assert again == [None, None, None, at(5_000_001)]
+    # what was written well before the read began is settled too
+    watch.new_read(BASE_NS + 9_000_000_000)
+    assert lag_steps(watch, [(6_000_000, 5000), (7_000_000, 10)]) == [None, None]
+
+
+@pytest.mark.parametrize("max_file_bytes", [10 * 1024**2, 1024**2, 100 * 1024**2, 123_457])
+def test_fewer_entries_than_the_probe_reads_cannot_hold_a_rotated_file(max_file_bytes):
+    probe = probe_entries(max_file_bytes)
+    # a probe that counts fewer than `probe` entries from the last one read on saw at most
+    # probe - 1 entries after it (one of the other stream's may be stored out of order)
+    assert (probe - 1) * MAX_ENTRY_BYTES < max_file_bytes <= probe * MAX_ENTRY_BYTES
+
+
+def test_the_probe_for_the_orchestrators_log_files():
+    assert probe_entries(10 * 1024**2) == 103
