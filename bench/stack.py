@@ -20,7 +20,7 @@ from bench.world import BIN, DEMO_IMAGE, wait_for
 from devcloud.demo import OPERATOR_UID, check, cloud_cli, cloud_server
 
 ORCHESTRATOR_SERVICE = "bigeye-agent-orchestrator"
-TAKING_RUNS = b"new runs go to this version"
+TAKING_RUNS = b'"event": "polling"'  # its workers poll the host queue
 
 
 class Stack:

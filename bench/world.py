@@ -137,7 +137,7 @@ class Orchestrator:
     def _polling(self) -> float | None:
         with self.log_path.open("rb") as f:
             for line in f:
-                if b'"new runs go to this version"' in line:
+                if b'"event": "polling"' in line:
                     return time.monotonic() - self.started
         return None
 

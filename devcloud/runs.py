@@ -242,37 +242,7 @@ async def start_run(
 def handle_of(
     client: Client, workflow_id: str, temporal_run_id: str | None
 ) -> WorkflowHandle[Any, Any]:
-    """The run as started; its `result()` follows it to the end, across continue-as-new."""
     return client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
-
-
-# A job run continues as new once, from the host queue to its release's queue.
-MAX_CONTINUATIONS = 8
-
-
-async def current_of(
-    handle: WorkflowHandle[Any, Any],
-) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
-    """The execution of the run that is current now: the last of its continue-as-new chain."""
-    description = await handle.describe()
-    for _ in range(MAX_CONTINUATIONS):
-        if description.status != WorkflowExecutionStatus.CONTINUED_AS_NEW:
-            break
-        following = await _continued_as(handle)
-        if following is None:
-            break
-        handle = handle._client.get_workflow_handle(handle.id, run_id=following)
-        description = await handle.describe()
-    return handle, description
-
-
-async def _continued_as(handle: WorkflowHandle[Any, Any]) -> str | None:
-    """The run id an execution continued as (its last history event names it)."""
-    following = None
-    async for event in handle.fetch_history_events():
-        attributes = event.workflow_execution_continued_as_new_event_attributes
-        following = attributes.new_execution_run_id or following
-    return following
 
 
 async def wait_for_outcome(handle: WorkflowHandle[Any, Any]) -> RunState:
@@ -296,7 +266,7 @@ def _untouched(description: WorkflowExecutionDescription) -> bool:
 
 async def read_state(handle: WorkflowHandle[Any, Any]) -> RunState:
     """The run's state now: from the `status` query while open, from the close otherwise."""
-    handle, description = await current_of(handle)
+    description = await handle.describe()
     status = description.status
     if status == WorkflowExecutionStatus.RUNNING:
         if _untouched(description):
@@ -319,7 +289,6 @@ async def read_state(handle: WorkflowHandle[Any, Any]) -> RunState:
 async def request_cancel(handle: WorkflowHandle[Any, Any], run_id: str) -> None:
     """Ask the workflow to cancel (it stops the container); RunAlreadyFinished when closed."""
     try:
-        handle, _ = await current_of(handle)
         await handle.cancel()
     except RPCError as exc:
         if exc.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):

@@ -105,6 +105,13 @@ def watch_queue(run_task_queue: str) -> str:
 
 # Internal: the orchestrator tells a run waiting for a slot that one is free (never sent by Bigeye).
 SLOT_SIGNAL: Final = "slot-available"
+# Internal: a run's child on its release queue tells the run its phase (never sent by Bigeye).
+RUN_STATUS_SIGNAL: Final = "run-status"
+
+
+def release_run_id(workflow_id: str, version: str, run_id: str) -> str:
+    """Internal: the workflow id of a run's child on its release queue (`@`, `/` are in no id)."""
+    return f"{workflow_id}{RELEASE_SEPARATOR}{version}/{run_id}"
 
 
 def host_id_of(queue: str) -> str:

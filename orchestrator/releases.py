@@ -1,20 +1,22 @@
 """Release queues: a job run is finished by the orchestrator release that took it.
 
 Bigeye starts every `AgentJobRun` on the host queue, `agent-orchestrator.<host_id>`, which only
-the host's current release polls. That release's first workflow task validates the request and
-continues the run as new on its own *release queue*, `agent-orchestrator.<host_id>@<version>`
-(and the activities follow to `….launch` and `….watch` of that queue). From then on only that
-release's workers see the run, so a release may change the job workflow incompatibly: across
-`compose upgrade` the retired release keeps a *drainer* (its image in drain mode) that polls
-its release queues only, finishes the runs on them and exits when none is left. The entry step
-on the host queue — validate, then continue as new — is the one thing every release must keep
-replay-compatible (`workflow.patched` and the recorded histories guard it).
+the host's current release polls. There the run validates its request and hands the work to a
+child, `<workflow id>@<version>/<run id>`, on that release's own *release queue*,
+`agent-orchestrator.<host_id>@<version>` (whose activities follow on `….launch` and `….watch`).
+Only that release polls it, so a release may change the child's workflow incompatibly: across
+`compose upgrade` the retired release keeps a *drainer* (its image in drain mode) that polls its
+release queues only, finishes the children on them and exits when none is left. The run on the
+host queue relays the child's phases (signals), a cancel (passed on) and its result; that small
+part is what every release must replay (`workflow.patched` and the recorded histories guard it).
 
-Why not Temporal's Worker Deployment Versioning: it keeps a worker deployment per host on the
-server (at most 100 per namespace by default, `matching.maxDeployments`), and a task queue of
-many hosts' versions does not fit one deployment either (docs/scale.md). Task queues are
-created on first use and cost the server nothing once idle, so this scheme holds at any fleet
-size and needs no call to make a release current: polling the host queue is what makes it so.
+Why a child and not continue-as-new: the server delays a run continued within
+`history.workflowIdReuseMinimalInterval` (1 s by default) of its start, which would add a second
+to every dispatch. Why not Temporal's Worker Deployment Versioning: it keeps a worker deployment
+per host on the server (at most 100 per namespace by default, `matching.maxDeployments`), and a
+task queue of many hosts' versions does not fit one deployment either (docs/scale.md). Task
+queues are created on first use and cost the server nothing once idle, so this scheme holds at
+any fleet size and needs no call to make a release current: polling the host queue does.
 
 The drain decision is a pure function; the call to Temporal is the thin function below it.
 """
@@ -34,8 +36,8 @@ from orchestrator.contract import JOB_WORKFLOW_TYPE, release_queue, task_queue
 # the SDK does not hash every loaded module at start-up to make one up.
 BUILD_NAME = "agent-orchestrator"
 # A drainer leaves only after it has looked this long and twice in a row found no open run on
-# its queue: a run the retired daemon moved there just before it stopped reaches visibility a
-# few seconds later.
+# its queue: a child the retired daemon started just before it stopped reaches visibility a few
+# seconds later.
 DRAIN_SETTLE_SECONDS = 30.0
 
 

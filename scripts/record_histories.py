@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -73,19 +74,19 @@ class Recorder:
         )  # fmt: skip
 
     async def save(self, name: str, handle: WorkflowHandle[Any, Any]) -> None:
-        """The run's last execution as `<name><suffix>.json`; when it continued as new from the
-        host queue (release queues), its first execution too, as `<name><suffix>.entry.json`."""
+        """The run as `<name><suffix>.json`; when it handed its work to a child on its release's
+        queue (release queues), the child too, as `<name><suffix>.child.json`."""
         with contextlib.suppress(WorkflowFailureError):
             result = await handle.result()
             print(f"{name}: {result['status']} {result.get('reason') or ''}")
-        last = await handle.fetch_history()
-        (self.out / f"{name}{self.suffix}.json").write_text(last.to_json())
-        first = self.client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
-        entry = await first.fetch_history()
-        if entry.events[0].event_id != last.events[0].event_id or len(entry.events) != len(
-            last.events
-        ):
-            (self.out / f"{name}{self.suffix}.entry.json").write_text(entry.to_json())
+        run = await handle.fetch_history()
+        (self.out / f"{name}{self.suffix}.json").write_text(run.to_json())
+        for event in run.events:
+            started = event.start_child_workflow_execution_initiated_event_attributes
+            if started.workflow_id:
+                child = self.client.get_workflow_handle(started.workflow_id)
+                history = (await child.fetch_history()).to_json()
+                (self.out / f"{name}{self.suffix}.child.json").write_text(history)
 
     async def waiting_for_slot(self, handle: WorkflowHandle[Any, Any]) -> None:
         """Its launch found no slot (a run is also `queued` at its very start)."""
@@ -111,7 +112,9 @@ class Recorder:
             await asyncio.sleep(0.2)
 
 
-async def record(address: str, out: Path, logs: Path, suffix: str) -> None:
+async def record(
+    address: str, out: Path, logs: Path, suffix: str, start_late_host: Callable[[], None]
+) -> None:
     client = await Client.connect(address)
     rec = Recorder(client, out, logs, suffix)
     dh = {"file_name": "a.yml"}
@@ -139,6 +142,11 @@ async def record(address: str, out: Path, logs: Path, suffix: str) -> None:
     starting = await rec.start("replay-a", "datahealth", dh)
     await starting.cancel()
     await rec.save("canceled_at_once", starting)
+    # the cancel is in the history before any worker takes the run's first task
+    arriving = await rec.start("replay-c", "datahealth", dh)
+    await arriving.cancel()
+    start_late_host()
+    await rec.save("canceled_on_arrival", arriving)
 
 
 def main(out: str, suffix: str) -> None:
@@ -163,11 +171,15 @@ def main(out: str, suffix: str) -> None:
             "datahealth": {"image": DEMO, "memory": "64m", "env": {**fast, "DEMO_EXIT_CODE": "3"}},
             "external_monitors": {"image": "127.0.0.1:9/bigeye/missing:1"},
         })  # fmt: skip
+        c = host_dir(
+            root, "replay-c", {"datahealth": {"image": DEMO, "memory": "64m", "env": fast}}
+        )
         procs = []
         try:
             time.sleep(3)  # the dev server's start-up; the orchestrators retry anyway
             procs = [orchestrator(a, address), orchestrator(b, address)]
-            asyncio.run(record(address, target, a / "orchestrator.log", suffix))
+            late = lambda: procs.append(orchestrator(c, address))  # noqa: E731
+            asyncio.run(record(address, target, a / "orchestrator.log", suffix, late))
         finally:
             for proc in [*procs, server]:
                 proc.terminate()

@@ -7,23 +7,29 @@ The input is plain JSON, validated here: a typed argument that fails to decode w
 workflow *task*, which Temporal retries forever, instead of failing the run. The workflow owns
 cancellation: a cancel in any phase is remembered (an activity that completes before it hears
 of the cancel would otherwise swallow it) and ends the run `canceled` with nothing left running.
-The first task, on the host queue, validates the request and continues the run as new on the
-release queue of the release that took it (orchestrator/releases.py): that release finishes it,
-so a release may change everything after that step incompatibly. The step itself must replay on
-every release; a change to it, or one that should also reach runs in flight, ships behind
-`workflow.patched(...)`.
+On the host queue the run validates the request and hands the work to a child on the release
+queue of the release that took it (orchestrator/releases.py): that release finishes it, so a
+release may change everything the child does incompatibly. The part on the host queue (validate,
+start the child, relay its phases, its cancel and its result) is what every release must replay;
+a change to it, or one that should also reach runs in flight, ships behind `workflow.patched`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    FailureError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.agents import JobPlan, Resolution
@@ -42,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         AGENT_NOT_INSTALLED,
         INVALID_JOB_REQUEST,
         JOB_WORKFLOW_TYPE,
+        RUN_STATUS_SIGNAL,
         SLOT_SIGNAL,
         STATUS_QUERY,
         ContainerEnd,
@@ -56,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         launch_queue,
         parse_job_request,
         release_queue,
+        release_run_id,
         watch_queue,
     )
     from orchestrator.version import VERSION
@@ -81,8 +89,8 @@ WATCH_RETRY = RetryPolicy(
 # runs only when the engine lacks it. Runs recorded without the marker replay the old path.
 FEWER_ROUND_TRIPS = "fewer-round-trips-1"
 MAX_PULLS = 2  # an image removed again between its pull and the launch: pulled once more
-# Runs started since this patch leave the host queue after validation, for the release queue of
-# the release that took them (orchestrator/releases.py). Runs recorded without it stay put.
+# Runs started since this patch hand their work to a child on the release queue of the release
+# that took them (orchestrator/releases.py). Runs recorded without it do the work themselves.
 RELEASE_QUEUES = "release-queues-1"
 
 
@@ -96,6 +104,9 @@ class AgentJobRun:
         self._launch_attempted = False
         self._slot_offered = False
         self._fast = False
+        self._told: tuple[int, Phase | None] = (0, None)  # signals sent to the parent, last phase
+        self._heard = 0  # the last child status signal applied
+        self._sending: set[asyncio.Future[None]] = set()
 
     @workflow.query(name=STATUS_QUERY)
     def status(self) -> dict[str, Any]:
@@ -107,13 +118,23 @@ class AgentJobRun:
     def slot_available(self) -> None:
         self._slot_offered = True
 
+    @workflow.signal(name=RUN_STATUS_SIGNAL)
+    def child_status(self, status: dict[str, Any]) -> None:
+        """The child's phase, so that this run's `status` answers for it (signals may race)."""
+        sequence = int(status.get("sequence", 0))
+        if sequence > self._heard and self._phase != "finished":
+            self._heard = sequence
+            known = JobStatus.model_validate({k: v for k, v in status.items() if k != "sequence"})
+            self._phase, self._container_id = known.phase, known.container_id
+            self._started_at = known.started_at
+
     @workflow.run
     async def run(self, raw_request: Any) -> dict[str, Any]:
         request = _validated(raw_request)
-        entry = workflow.info().task_queue
-        if not is_release_queue(entry) and workflow.patched(RELEASE_QUEUES):
+        arrived_on = workflow.info().task_queue
+        if not is_release_queue(arrived_on) and workflow.patched(RELEASE_QUEUES):
             if not await self._canceled_on_arrival():
-                workflow.continue_as_new(raw_request, task_queue=release_queue(entry, VERSION))
+                return await self._in_release(raw_request, request)
         self._fast = workflow.patched(FEWER_ROUND_TRIPS)
         resolution = await self._resolve(request)
         if resolution.plan is None:  # the agent set could not be read, or breaks the policy
@@ -134,7 +155,7 @@ class AgentJobRun:
                 if image is not None:
                     launch = await self._launch(plan)
             if launch is not None and launch.container_id is not None:
-                self._phase = "running"
+                self._enter("running")
                 watched = await self._step(
                     JobActivities.watch_container,
                     WatchInput(plan=plan, container_id=launch.container_id),
@@ -152,12 +173,15 @@ class AgentJobRun:
         interrupted = bool(watched and watched.engine_interrupted)
         result = self._result(request, plan, plan.image, image, ended_by, end, reason,
                               engine_interrupted=interrupted)  # fmt: skip
+        # a completion that crosses a signal's delivery is turned back and redone (local
+        # activities included): let the deliveries land first
+        await self._delivered()
         await self._finish(plan, end, result)  # the ending is in the history: now remove
         self._phase = "finished"
         return result
 
     async def _pull(self, plan: JobPlan) -> ImageInfo | None:
-        self._phase = "pulling"
+        self._enter("pulling")
         image: ImageInfo | None = await self._step(
             JobActivities.ensure_image,
             plan,
@@ -237,7 +261,8 @@ class AgentJobRun:
     ) -> Launch | None:
         """Create/start, or adopt; while the host or the agent is full, wait as `queued`."""
         while not self._cancel_requested:
-            self._phase = "starting"
+            # a run that waits for a slot stays `queued` for its parent while it asks again
+            self._enter("starting", tell=self._phase != "queued")
             self._slot_offered = False
             self._launch_attempted = True
             launch: Launch | None = await self._step(
@@ -255,7 +280,7 @@ class AgentJobRun:
                 if launch is not None:
                     self._container_id, self._started_at = launch.container_id, launch.started_at
                 return launch
-            self._phase = "queued"
+            self._enter("queued")
             try:
                 await workflow.wait_condition(
                     lambda: self._slot_offered, timeout=SLOT_RECHECK.total_seconds()
@@ -270,7 +295,7 @@ class AgentJobRun:
         self, plan: JobPlan, launch: Launch | None, watched: Watched | None
     ) -> tuple[Stopped | None, str | None]:
         """SIGTERM, the agent's grace, SIGKILL, then the ending; a failure is noted, not raised."""
-        self._phase = "stopping"
+        self._enter("stopping")
         try:
             stopped: Stopped | None = await self._step(
                 JobActivities.stop_container,
@@ -357,6 +382,75 @@ class AgentJobRun:
         except CancelledError:  # a local activity's cancel is not wrapped
             return None
 
+    async def _in_release(self, raw_request: Any, request: JobRunRequest) -> dict[str, Any]:
+        """The run's work, done by a child on this release's queue: its phases arrive as
+        signals, a cancel of this run is passed on, and its result or refusal is this run's."""
+        info = workflow.info()
+        starting = asyncio.ensure_future(
+            workflow.start_child_workflow(
+                JOB_WORKFLOW_TYPE,
+                raw_request,
+                id=release_run_id(info.workflow_id, VERSION, request.run_id),
+                task_queue=release_queue(info.task_queue, VERSION),
+                # this run closing for good (its execution timeout) stops the child's container
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+            )
+        )
+        await self._through_cancels(starting)  # a separate task: a cancel does not abort the start
+        child = starting.result()
+        if self._cancel_requested:
+            self._pass_cancel(child.id)
+        while not child.done():
+            try:
+                await workflow.wait([child])
+            except asyncio.CancelledError:
+                self._note_cancel()
+                self._pass_cancel(child.id)
+        self._phase = "finished"
+        await self._delivered()
+        try:
+            result: dict[str, Any] = child.result()
+        except ChildWorkflowError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type in _REFUSALS:
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
+            raise
+        return result
+
+    async def _through_cancels(self, task: asyncio.Future[Any]) -> None:
+        """Until `task` is done; a cancel of the run meanwhile is remembered, not raised."""
+        while not task.done():
+            try:
+                await workflow.wait([task])
+            except asyncio.CancelledError:
+                self._note_cancel()
+
+    def _pass_cancel(self, child_id: str) -> None:
+        handle = workflow.get_external_workflow_handle(child_id)
+        self._send(handle.cancel())  # the child may have ended already: nothing left to cancel
+
+    def _enter(self, phase: Phase, tell: bool = True) -> None:
+        """This run's phase; a child tells its parent, whose `status` Bigeye asks."""
+        self._phase = phase
+        parent = workflow.info().parent
+        sent, last = self._told
+        if parent is None or not tell or phase == last:
+            return
+        self._told = (sent + 1, phase)
+        handle = workflow.get_external_workflow_handle(parent.workflow_id, run_id=parent.run_id)
+        self._send(handle.signal(RUN_STATUS_SIGNAL, {**self.status(), "sequence": sent + 1}))
+
+    async def _delivered(self) -> None:
+        """Until every signal or cancel sent to another run has been answered."""
+        while self._sending:
+            await self._through_cancels(next(iter(self._sending)))
+
+    def _send(self, call: Awaitable[None]) -> None:
+        """Fire and forget: the run goes on while the server delivers it."""
+        task = asyncio.ensure_future(_quietly(call))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
     async def _canceled_on_arrival(self) -> bool:
         """A cancel that came with the run's first task: it is delivered at the first yield, and
         would not follow the run across continue-as-new, so such a run ends where it is."""
@@ -405,6 +499,17 @@ class AgentJobRun:
             orchestrator_version=VERSION,
             engine_interrupted=engine_interrupted,
         ).model_dump(mode="json")
+
+
+_REFUSALS = (INVALID_JOB_REQUEST, AGENT_NOT_INSTALLED)
+
+
+async def _quietly(call: Awaitable[None]) -> None:
+    """A signal or cancel to another workflow whose failure only means it has ended."""
+    try:
+        await call
+    except Exception as exc:  # the other run is closed: nothing to tell it any more
+        workflow.logger.debug("not delivered: %s", exc)
 
 
 def _validated(raw_request: Any) -> JobRunRequest:

@@ -18,7 +18,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from orchestrator.contract import job_workflow_id, task_queue
+from orchestrator.contract import job_workflow_id, release_run_id, task_queue
 from orchestrator.releases import run_queue
 from tests.e2e.conftest import Cloud, HostDir, run
 from tests.e2e.test_migrate import build_next_version, host_on_channel, own_channel
@@ -54,10 +54,7 @@ def histories(cloud: Cloud, job_id: str) -> list[WorkflowHistory]:
     """Every run of the job's workflow, oldest first."""
 
     async def fetch() -> list[WorkflowHistory]:
-        endpoints = cloud.endpoints
-        client = await Client.connect(
-            endpoints["temporal_plain_address"], namespace=endpoints["namespace"]
-        )
+        client = await connect(cloud)
         found = [
             e async for e in client.list_workflows(f"WorkflowId = '{job_workflow_id(job_id)}'")
         ]
@@ -67,6 +64,23 @@ def histories(cloud: Cloud, job_id: str) -> list[WorkflowHistory]:
         ]
 
     return asyncio.run(fetch())
+
+
+def child_history(cloud: Cloud, job_id: str, version: str, run_id: str) -> WorkflowHistory:
+    """The history of a run's child on the release queue, which did the run's work."""
+
+    async def fetch() -> WorkflowHistory:
+        child_id = release_run_id(job_workflow_id(job_id), version, run_id)
+        return await (await connect(cloud)).get_workflow_handle(child_id).fetch_history()
+
+    return asyncio.run(fetch())
+
+
+async def connect(cloud: Cloud) -> Client:
+    endpoints = cloud.endpoints
+    return await Client.connect(
+        endpoints["temporal_plain_address"], namespace=endpoints["namespace"]
+    )
 
 
 def completed_by(events: WorkflowHistory) -> set[str]:
@@ -157,17 +171,22 @@ def test_an_incompatible_release_mid_run_leaves_the_run_to_the_release_that_star
         assert later["result"]["orchestrator_version"] == NEXT, later
 
         assert later["job_id"] == started["job_id"]  # two runs of one job: one workflow id
-        # each run arrived on the host queue and moved on to its release's queue
-        old_entry, old_run, new_entry, new_run = histories(cloud, started["job_id"])
-        assert [queue_of(h) for h in (old_entry, old_run, new_entry, new_run)] == [
+        # each run arrived on the host queue and handed its work to a child on its release's
+        # queue; the old run's own tasks after the upgrade were N+1's (that part is compatible)
+        old_parent, new_parent = histories(cloud, started["job_id"])
+        old_run = child_history(cloud, started["job_id"], before, started["run_id"])
+        new_run = child_history(cloud, started["job_id"], NEXT, later["run_id"])
+        assert [queue_of(h) for h in (old_parent, old_run, new_parent, new_run)] == [
             task_queue(host.host_id),
             run_queue(host.host_id, before),
             task_queue(host.host_id),
             run_queue(host.host_id, NEXT),
         ]
-        assert completed_by(old_entry) == completed_by(old_run) == {before}
-        assert completed_by(new_entry) == completed_by(new_run) == {NEXT}
+        assert completed_by(old_run) == {before}, completed_by(old_run)
+        assert completed_by(old_parent) == {before, NEXT}, completed_by(old_parent)
+        assert completed_by(new_parent) == completed_by(new_run) == {NEXT}
         assert timers(old_run) == 0 and timers(new_run) >= 1  # N+1's workflow is the changed one
+        assert replay_in(channel, old_parent) == "replayed"  # N+1 replays the part it ran
         # the change is incompatible: N+1's code cannot replay the run N started; N's can
         assert "NondeterminismError" in replay_in(channel, old_run)
         replayed = asyncio.run(

@@ -34,6 +34,7 @@ from orchestrator.contract import (
     ContainerEnd,
     launch_queue,
     parse_job_request,
+    release_run_id,
     task_queue,
     watch_queue,
 )
@@ -210,7 +211,13 @@ class Run:
             task_queue=task_queue(self.stand_ins.host_id),
             execution_timeout=timedelta(minutes=2),
         )
+        self.run_id = str(raw["run_id"])
         return self.handle
+
+    def in_release(self) -> WorkflowHandle[Any, Any]:
+        """The run's child on the release queue, which does the work (orchestrator/releases.py)."""
+        assert self.handle is not None
+        return self.client.get_workflow_handle(release_run_id(self.handle.id, VERSION, self.run_id))
 
     async def result(self) -> dict[str, Any]:
         assert self.handle is not None
@@ -365,11 +372,11 @@ async def test_a_permanent_pull_failure_fails_the_run_without_a_container(run: R
 
 async def test_an_image_the_engine_lacks_is_pulled_then_launched(run: Run) -> None:
     run.stand_ins.image_present = False
-    handle = await run.start()
+    await run.start()
     result = await run.result()
     assert result["status"] == "succeeded" and result["image_id"] == IMAGE.image_id
     assert run.stand_ins.calls == ["resolve", "launch", "pull", "launch", "watch", "finish"]
-    history = await handle.fetch_history()
+    history = await run.in_release().fetch_history()
     scheduled = [
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -525,7 +532,8 @@ async def test_a_cancel_that_a_finished_launch_would_swallow_still_stops_the_con
     handle = await run.start()
     await began(run, "launch")
     await handle.cancel()
-    await activity_cancel_requested(handle)  # the workflow took the cancel; the launch runs on
+    # the workflow took the cancel; the launch runs on
+    await activity_cancel_requested(run.in_release())
     release.set()
     result = await run.result()
     assert result["status"] == "canceled" and result["exit_code"] == 143
