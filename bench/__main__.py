@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ from orchestrator.version import VERSION
 
 RESULTS = Path(__file__).parent / "results.md"
 ZERO = {"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": "1"}
+NUMBERED = re.compile(rb"line (\d+)/")
 HERE = "in-process"
 
 
@@ -158,9 +160,17 @@ async def log_forwarding(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         assert follow.stdout is not None
-        seen = 0
-        while await follow.stdout.readline():
+        # Docker 20.10's follow reader sometimes sends the first lines of a new log file twice:
+        # the baseline counts each of the job's lines once.
+        seen, numbered, others = 0, bytearray(lines + 1), set()
+        while raw := await follow.stdout.readline():
             seen += 1
+            found = NUMBERED.match(raw)
+            if found:
+                numbered[int(found.group(1))] = 1
+            else:
+                others.add(raw)
+        distinct = sum(numbered) + len(others)
         await follow.wait()
         docker_seconds = time.time() - started
         await floor.remove(container_id)
@@ -177,8 +187,10 @@ async def log_forwarding(
     rate = Row(f"log forwarding, {mb} MB from one job (rate; each follows its own container)",
                HERE, "docker logs -f", mb / docker_seconds, mb / ours_seconds, "MB/s",
                "≥ 0.5x")  # fmt: skip
-    lines_row = Row("lines of that job forwarded", HERE, "docker logs -f", float(seen),
-                    float(got), "lines", "+0 (none lost)", kind="delta")  # fmt: skip
+    lines_row = Row("lines of that job forwarded", HERE,
+                    f"docker logs -f, each once; it sent {seen - distinct} twice",
+                    float(distinct), float(got), "lines", "+0 (none lost)",
+                    kind="delta")  # fmt: skip
     return rate, lines_row
 
 
