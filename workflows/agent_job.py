@@ -386,14 +386,16 @@ class AgentJobRun:
         """The run's work, done by a child on this release's queue: its phases arrive as
         signals, a cancel of this run is passed on, and its result or refusal is this run's."""
         info = workflow.info()
+        release = _taking_release()
         starting = asyncio.ensure_future(
             workflow.start_child_workflow(
                 JOB_WORKFLOW_TYPE,
                 raw_request,
-                id=release_run_id(info.workflow_id, VERSION, request.run_id),
-                task_queue=release_queue(info.task_queue, VERSION),
-                # this run closing for good (its execution timeout) stops the child's container
-                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                id=release_run_id(info.workflow_id, release, request.run_id),
+                task_queue=release_queue(info.task_queue, release),
+                # terminated or timed out, this run takes its child with it, as it would end
+                # itself: what the child left running is an orphan for the sweep
+                parent_close_policy=workflow.ParentClosePolicy.TERMINATE,
             )
         )
         await self._through_cancels(starting)  # a separate task: a cancel does not abort the start
@@ -502,6 +504,13 @@ class AgentJobRun:
 
 
 _REFUSALS = (INVALID_JOB_REQUEST, AGENT_NOT_INSTALLED)
+
+
+def _taking_release() -> str:
+    """The release that ran this task: on replay by a later release, the one the history says
+    (every worker names its release as its build id, orchestrator/releases.py)."""
+    ran_by = workflow.info().get_current_deployment_version()
+    return ran_by.build_id if ran_by is not None and ran_by.build_id else VERSION
 
 
 async def _quietly(call: Awaitable[None]) -> None:

@@ -46,7 +46,6 @@ from workflows.agent_job import AgentJobRun
 TEMPORAL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "temporal"
 CONTAINER = "c" * 64
 IMAGE = ImageInfo(image="reg/dh:1", image_id="sha256:" + "1" * 64, image_digest=None)
-STAND_IN_BUILD = "0.0.0-stand-in"
 
 Step = Callable[..., Awaitable[Any]]
 
@@ -241,7 +240,7 @@ async def run(env: WorkflowEnvironment) -> AsyncIterator[Run]:
             activities=acts,
             max_heartbeat_throttle_interval=timedelta(milliseconds=200),
             default_heartbeat_throttle_interval=timedelta(milliseconds=200),
-            deployment_config=build_identity(STAND_IN_BUILD),
+            deployment_config=build_identity(VERSION),  # the release whose queue they poll
         )
         for queue, acts in queues.items()
     ]

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from orchestrator import version
 from orchestrator.contract import RELEASE_SEPARATOR
 from workflows.agent_job import AgentJobRun
 
@@ -96,3 +97,15 @@ async def test_recorded_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=[AgentJobRun], data_converter=pydantic_data_converter)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in HISTORIES if p.stem.endswith(".release_queues")], ids=lambda p: p.stem
+)
+async def test_a_later_release_replays_the_runs_it_takes_over(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an upgrade, the new release runs the tasks of runs the old one started on the host
+    queue: the child it relays must be the one the history names, not one of its own release."""
+    monkeypatch.setattr(version, "VERSION", "99.0.0-later")  # the sandbox re-imports the rest
+    await test_recorded_history_replays(path)
