@@ -72,9 +72,17 @@ async def test_records_valid_heartbeats_and_continues_as_new(
             await async_wait_for(recorded, 15, f"heartbeat {n} recorded")
         assert hosts.last_status(conn, host_id)["build_id"] == "b5"
 
-        runs = [r async for r in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
-        statuses = sorted(str(r.status) for r in runs)
-        assert statuses.count(str(WorkflowExecutionStatus.CONTINUED_AS_NEW)) == 2, statuses
-        assert statuses.count(str(WorkflowExecutionStatus.RUNNING)) == 1, statuses
+        async def statuses() -> list[str]:
+            runs = [r async for r in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+            return sorted(str(r.status) for r in runs)
+
+        async def two_continued_one_running() -> bool:
+            found = await statuses()  # visibility trails the runs by a moment
+            return found.count(str(WorkflowExecutionStatus.CONTINUED_AS_NEW)) == 2 and (
+                found.count(str(WorkflowExecutionStatus.RUNNING)) == 1
+            )
+
+        await async_wait_for(two_continued_one_running, 15, "two runs continued as new, one open")
+        assert len(await statuses()) == 3
         await client.get_workflow_handle(workflow_id).terminate("test over")
     conn.close()
