@@ -261,8 +261,8 @@ class AgentJobRun:
     ) -> Launch | None:
         """Create/start, or adopt; while the host or the agent is full, wait as `queued`."""
         while not self._cancel_requested:
-            # a run that waits for a slot stays `queued` for its parent while it asks again
-            self._enter("starting", tell=self._phase != "queued")
+            # too short to tell the parent about: it shows `queued` (or `pulling`) until `running`
+            self._enter("starting", tell=False)
             self._slot_offered = False
             self._launch_attempted = True
             launch: Launch | None = await self._step(
