@@ -31,12 +31,18 @@ PROBE_ENTRIES = probe_entries(parse_size(LOG_MAX_SIZE))
 
 class OutputForwarder:
     def __init__(
-        self, docker: aiodocker.Docker, container_id: str, reader: LineReader, jlog: Any
+        self,
+        docker: aiodocker.Docker,
+        container_id: str,
+        reader: LineReader,
+        jlog: Any,
+        out: Any = None,
     ) -> None:
         self.docker = docker
         self.container_id = container_id
         self.reader = reader
         self.jlog = jlog
+        self.out = jlog if out is None else out  # where the job's own lines go
         self.watch = JumpWatch()
         self.jumped = False  # the last read was given up where the stream may have jumped
 
@@ -123,6 +129,6 @@ class OutputForwarder:
         if line.cut_bytes:
             metrics.LOG_LINES_CUT.inc()
             metrics.LOG_BYTES_CUT.inc(line.cut_bytes)
-            self.jlog.info(line.text, stream="agent", fd=line.stream, cut_bytes=line.cut_bytes)
+            self.out.info(line.text, stream="agent", fd=line.stream, cut_bytes=line.cut_bytes)
         else:
-            self.jlog.info(line.text, stream="agent", fd=line.stream)
+            self.out.info(line.text, stream="agent", fd=line.stream)

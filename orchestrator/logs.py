@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -14,6 +15,9 @@ _SHARED: list[Any] = [
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+_OUTPUT: dict[str, Any] = {}  # the configured handler, renderer and level
 
 
 def configure_logging(fmt: str = "json", level: int = logging.INFO, **context: Any) -> None:
@@ -47,8 +51,45 @@ def configure_logging(fmt: str = "json", level: int = logging.INFO, **context: A
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    _OUTPUT.update(handler=handler, renderer=renderer, level=level)
     for noisy in ("aiohttp.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.contextvars.clear_contextvars()
     if context:
         structlog.contextvars.bind_contextvars(**context)
+
+
+class _HandlerLines:
+    """Writes rendered lines as the root handler does: to its stream, under its lock."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], name: str) -> None:
+        self.handler = handler
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        handler = self.handler
+        with handler.lock or contextlib.nullcontext():
+            handler.stream.write(line + handler.terminator)
+            handler.flush()
+
+    debug = info = warning = error = critical = msg
+
+
+def output_logger(name: str, **context: Any) -> Any:
+    """A logger for a job's own output: the same line as through stdlib logging (the same
+    keys, renderer, stream and lock), without building a `LogRecord` twice per line.
+
+    A job's output is most of the daemon's lines, and the stdlib path costs about three times
+    as much per line: a forwarder slower than the job falls behind what the engine keeps.
+    """
+    handler = _OUTPUT.get("handler")
+    if handler is None:  # logging not configured (a library use, a test): the usual path
+        return structlog.get_logger(name).bind(**context)
+    processors = [*_SHARED, structlog.processors.StackInfoRenderer(),
+                  structlog.processors.format_exc_info, _OUTPUT["renderer"]]  # fmt: skip
+    return structlog.wrap_logger(
+        _HandlerLines(handler, name),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(_OUTPUT["level"]),
+        cache_logger_on_first_use=True,
+    ).bind(**context)
