@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import traceback
 from typing import Any
 
 import structlog
@@ -68,9 +69,13 @@ class _HandlerLines:
 
     def msg(self, line: str) -> None:
         handler = self.handler
-        with handler.lock or contextlib.nullcontext():
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
+        try:
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(line + handler.terminator)
+                handler.flush()
+        except Exception:  # as the handler does: a line that cannot be written stops nothing
+            if logging.raiseExceptions:
+                traceback.print_exc(file=sys.stderr)
 
     debug = info = warning = error = critical = msg
 

@@ -89,3 +89,16 @@ def test_without_configured_logging_it_is_the_usual_structlog_logger() -> None:
         assert structlog.get_context(logger) == CONTEXT
     finally:
         logs._OUTPUT.update(saved)
+
+
+class Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the reader of stdout went away")
+
+
+def test_a_line_that_cannot_be_written_does_not_stop_the_forwarder(
+    stdout: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure("json", Broken())
+    logs.output_logger("bigeye.orchestrator.job", **CONTEXT).info("lost", stream="agent")
+    assert "BrokenPipeError" in capsys.readouterr().err
