@@ -22,11 +22,17 @@ import aiodocker
 from activities import containers
 from activities.agents import LOG_MAX_SIZE
 from activities.docker_api import is_unreachable
-from activities.logstream import JumpWatch, LineReader, LogLine, docker_since, probe_entries
+from activities.logstream import (
+    JumpWatch,
+    LineReader,
+    LogLine,
+    docker_since,
+    log_file_bytes,
+    probe_entries,
+)
 from orchestrator import metrics
-from orchestrator.hostconfig import parse_size
 
-PROBE_ENTRIES = probe_entries(parse_size(LOG_MAX_SIZE))
+PROBE_ENTRIES = probe_entries(log_file_bytes(LOG_MAX_SIZE))
 
 
 class OutputForwarder:

@@ -24,6 +24,7 @@ that starts after the cursor's horizon says so (`LineReader.lost_before`).
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -41,12 +42,15 @@ MAX_LINE_BYTES = 64 * 1024
 RESUME_MARGIN_NS = 1_000_000_000
 # A followed stream that skipped a rotated file shows two consecutive entries written further
 # apart than they arrived: the skipped file was written in between while the reader was behind.
-# Docker's json-file writer fills a 10 MiB file in 70 ms at best here (about 140 MB/s); a
+# Docker's json-file writer fills a 10 MB file in 70 ms at best here (about 140 MB/s); a
 # threshold well below that catches every skip, and a false alarm costs one probe (~1 ms).
 JUMP_NS = 20_000_000
 # The most one entry takes in a json-file log: a 16 KiB piece of a line, every byte escaped
 # (\u00XX is six bytes for one), plus the keys, the stream, the time and any attributes.
 MAX_ENTRY_BYTES = 6 * 16 * 1024 + 4 * 1024
+# The json-file driver reads max-size in decimal units (go-units' FromHumanSize: 10m is
+# 10,000,000 bytes), unlike the binary sizes of memory limits.
+_LOG_SIZE = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.IGNORECASE)
 _HEADER = struct.Struct(">BxxxL")
 _STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
 
@@ -216,6 +220,15 @@ class LogCursor(BaseModel):
 @functools.lru_cache(maxsize=4096)
 def _ns(timestamp: str) -> int:
     return timestamp_ns(timestamp)
+
+
+def log_file_bytes(max_size: str) -> int:
+    """How large a json-file log file grows before it is rotated, for its `max-size`."""
+    found = _LOG_SIZE.fullmatch(max_size.strip())
+    if found is None:
+        raise ValueError(f"{max_size!r} is not a json-file max-size")
+    scale = 1000 ** ("kmgtp".index(found.group(2).lower()) + 1) if found.group(2) else 1
+    return int(float(found.group(1)) * scale)
 
 
 def probe_entries(max_file_bytes: int) -> int:

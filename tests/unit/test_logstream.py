@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activities.agents import LOG_MAX_SIZE
+from activities.joblogs import PROBE_ENTRIES
 from activities.logstream import (
     JUMP_NS,
     MAX_ENTRY_BYTES,
@@ -23,6 +25,7 @@ from activities.logstream import (
     docker_since,
     entries,
     frames,
+    log_file_bytes,
     probe_entries,
     split_timestamp,
     tail_lines,
@@ -508,5 +511,19 @@ def test_fewer_entries_than_the_probe_reads_cannot_hold_a_rotated_file(max_file_
     assert (probe - 1) * MAX_ENTRY_BYTES < max_file_bytes <= probe * MAX_ENTRY_BYTES
 
 
+@pytest.mark.parametrize(
+    ("max_size", "size"),
+    [("10m", 10_000_000), ("10M", 10_000_000), ("1.5g", 1_500_000_000), ("512k", 512_000),
+     ("100", 100), ("10mb", 10_000_000), ("10 MiB", 10_000_000)],
+)  # fmt: skip
+def test_json_file_sizes_are_decimal(max_size, size):
+    assert log_file_bytes(max_size) == size
+
+
+def test_a_size_that_is_not_one_is_refused():
+    with pytest.raises(ValueError):
+        log_file_bytes("ten megabytes")
+
+
 def test_the_probe_for_the_orchestrators_log_files():
-    assert probe_entries(10 * 1024**2) == 103
+    assert PROBE_ENTRIES == probe_entries(log_file_bytes(LOG_MAX_SIZE)) == 98
