@@ -119,12 +119,17 @@ class AgentJobRun:
         self._slot_offered = True
 
     @workflow.signal(name=RUN_STATUS_SIGNAL)
-    def child_status(self, status: dict[str, Any]) -> None:
-        """The child's phase, so that this run's `status` answers for it (signals may race)."""
-        sequence = int(status.get("sequence", 0))
+    def child_status(self, status: Any) -> None:
+        """The child's phase, so that this run's `status` answers for it (signals may race).
+        Anything else is ignored: a handler that raised would stall the run's every task."""
+        try:
+            sequence = int(status["sequence"])
+            known = JobStatus.model_validate({k: v for k, v in status.items() if k != "sequence"})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # ValidationError too
+            workflow.logger.warning("ignoring a malformed run status: %s", type(exc).__name__)
+            return
         if sequence > self._heard and self._phase != "finished":
             self._heard = sequence
-            known = JobStatus.model_validate({k: v for k, v in status.items() if k != "sequence"})
             self._phase, self._container_id = known.phase, known.container_id
             self._started_at = known.started_at
 

@@ -30,6 +30,7 @@ from activities.images import ImageInfo
 from activities.logstream import LogCursor
 from activities.runs import FinishInput, Launch, StopInput, Stopped, Watched, WatchInput
 from orchestrator.contract import (
+    RUN_STATUS_SIGNAL,
     SLOT_SIGNAL,
     ContainerEnd,
     launch_queue,
@@ -595,3 +596,32 @@ async def test_a_cancel_after_the_job_ended_by_itself_reports_how_it_ended(run: 
     await handle.cancel()
     result = await run.result()
     assert result["status"] == "succeeded", "it had exited 0 before the stop reached it"
+
+
+async def test_hostile_run_status_signals_change_nothing_and_stall_nothing(run: Run) -> None:
+    """`run-status` is the child's; anyone with access to the namespace can send it, too."""
+    gate = asyncio.Event()
+
+    async def watch_until_told(job: WatchInput) -> Watched:
+        await gate.wait()
+        return await StandIns._watch(run.stand_ins, job)
+
+    run.stand_ins.watch = watch_until_told
+    handle = await run.start()
+    await began(run, "watch")
+
+    async def relayed_running() -> bool:
+        return await run.phase() == "running"
+
+    await async_wait_for(relayed_running, 30, "the child's running phase")
+    hostile: list[Any] = [
+        None, "running", 7, [], {"sequence": "x"}, {"phase": "finished"},
+        {"sequence": 10**9, "phase": "nonsense"}, {"sequence": 1, "phase": "queued", "x": 1},
+    ]  # fmt: skip
+    for body in hostile:
+        await handle.signal(RUN_STATUS_SIGNAL, body)
+    status = await handle.query("status")
+    assert status["phase"] == "running" and status["container_id"] == CONTAINER, status
+    gate.set()
+    result = await run.result()
+    assert result["status"] == "succeeded"
