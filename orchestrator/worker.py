@@ -97,7 +97,7 @@ def build_workers(
             client,
             task_queue=runs,
             workflows=[AgentJobRun],
-            activities=[acts.resolve_job, acts.stop_container, acts.finish_run],
+            activities=control_activities(acts),
             max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
             max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,  # resolve and finish are local
             **common,  # type: ignore[arg-type]
@@ -122,6 +122,12 @@ def build_workers(
     return workers
 
 
+def control_activities(acts: JobActivities) -> list[Callable[..., Any]]:
+    """What the worker running a job workflow runs itself: resolve and finish (as local
+    activities) and the stop."""
+    return [acts.resolve_job, acts.stop_container, acts.finish_run]
+
+
 def host_queue_worker(
     client: Client,
     host_id: str,
@@ -131,14 +137,11 @@ def host_queue_worker(
 ) -> Worker:
     """Pings, and the first task of every job run, which moves the run to this release's queue.
     A run canceled on arrival ends here instead: it resolves and stops (`acts`), never launches."""
-    control: list[Callable[..., Any]] = (
-        [acts.resolve_job, acts.stop_container, acts.finish_run] if acts else []
-    )
     return Worker(
         client,
         task_queue=task_queue(host_id),
         workflows=[AgentJobRun, HostPing],
-        activities=[host.host_status, *control],
+        activities=[host.host_status, *(control_activities(acts) if acts else [])],
         max_concurrent_workflow_task_polls=HOST_QUEUE_POLLS,
         max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,
         max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,

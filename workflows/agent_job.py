@@ -369,13 +369,12 @@ class AgentJobRun:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             **options,
         )
-        while not handle.done():
-            try:
-                await workflow.wait([handle])
-            except asyncio.CancelledError:
-                self._note_cancel()
-                if interruptible and not handle.done():
-                    handle.cancel()
+
+        def interrupt() -> None:
+            if interruptible and not handle.done():
+                handle.cancel()
+
+        await self._through_cancels(handle, interrupt)
         try:
             return handle.result()
         except asyncio.CancelledError:  # the cancel met a result already in: it goes unread
@@ -407,12 +406,7 @@ class AgentJobRun:
         child = starting.result()
         if self._cancel_requested:
             self._pass_cancel(child.id)
-        while not child.done():
-            try:
-                await workflow.wait([child])
-            except asyncio.CancelledError:
-                self._note_cancel()
-                self._pass_cancel(child.id)
+        await self._through_cancels(child, lambda: self._pass_cancel(child.id))
         self._phase = "finished"
         await self._delivered()
         try:
@@ -424,13 +418,18 @@ class AgentJobRun:
             raise
         return result
 
-    async def _through_cancels(self, task: asyncio.Future[Any]) -> None:
-        """Until `task` is done; a cancel of the run meanwhile is remembered, not raised."""
+    async def _through_cancels(
+        self, task: asyncio.Future[Any], on_cancel: Callable[[], None] | None = None
+    ) -> None:
+        """Until `task` is done; a cancel of the run meanwhile is remembered (and `on_cancel`
+        told), not raised."""
         while not task.done():
             try:
                 await workflow.wait([task])
             except asyncio.CancelledError:
                 self._note_cancel()
+                if on_cancel is not None:
+                    on_cancel()
 
     def _pass_cancel(self, child_id: str) -> None:
         handle = workflow.get_external_workflow_handle(child_id)
