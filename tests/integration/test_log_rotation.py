@@ -24,6 +24,7 @@ from activities.ending import has_ended
 from activities.joblogs import OutputForwarder
 from activities.logstream import LineReader, log_file_bytes
 from tests.integration.conftest import DEMO_IMAGE
+from tests.unit.test_joblogs import Log
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -74,26 +75,16 @@ def last_line_written(container_id: str) -> int:
     return max(numbers, default=0)
 
 
-class JobLog:
+class JobLog(Log):
     """Stands in for the job's structlog logger. Line `hold_at` blocks the event loop until
     the job has written line `until`: meanwhile nothing reads the log stream."""
 
     def __init__(self, container_id: str, hold_at: int, until: int) -> None:
+        super().__init__()
         self.container_id = container_id
         self.hold_at, self.until = hold_at, until
-        self.numbers: list[int] = []
-        self.events: list[tuple[str, str, dict[str, Any]]] = []
 
-    def info(self, event: str, **fields: Any) -> None:
-        self._log("info", event, fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._log("warning", event, fields)
-
-    def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
-        if fields.get("stream") != "agent":
-            self.events.append((level, event, fields))
-            return
+    def agent_line(self, event: str) -> None:
         found = NUMBERED.match(event)
         if found is None:
             return

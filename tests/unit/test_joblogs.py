@@ -78,9 +78,13 @@ class Log:
 
     def _log(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if fields.get("stream") == "agent":
-            self.numbers.append(int(event.split()[1]))
+            self.agent_line(event)
         else:
             self.events.append((level, event, fields))
+
+    def agent_line(self, event: str) -> None:
+        """A job's own line: its number is what the tests look at."""
+        self.numbers.append(int(event.split()[1]))
 
 
 async def forward(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tuple[Log, LineReader]:
