@@ -30,7 +30,7 @@ from typing import Any
 import aiodocker
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
@@ -74,6 +74,10 @@ DRAIN_INTERRUPTED = 75  # EX_TEMPFAIL: stopped with runs of this version possibl
 # queue's only remote control activity is a stop: a few pollers do, and at fleet scale every
 # idle poller is a long poll the server holds open.
 HOST_QUEUE_POLLS = 2
+# The sandbox re-imports and recompiles the workflow module for every run it starts: a sixth of
+# the daemon's CPU per job and ~10 ms per workflow task. Its checks still run where they catch
+# something, in the unit tests' workers and every replay of a recorded history (both sandboxed).
+RUNNER = UnsandboxedWorkflowRunner()
 
 
 def build_workers(
@@ -89,6 +93,7 @@ def build_workers(
         "default_heartbeat_throttle_interval": HEARTBEAT_THROTTLE,
         "graceful_shutdown_timeout": SHUTDOWN_GRACE,
         "deployment_config": build_identity(VERSION),
+        "workflow_runner": RUNNER,
     }
     slots = settings.max_concurrent_jobs
     runs = run_queue(settings.host_id, VERSION)
@@ -145,7 +150,7 @@ def host_queue_worker(
         max_concurrent_workflow_task_polls=HOST_QUEUE_POLLS,
         max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,
         max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
-        **{"deployment_config": build_identity(VERSION), **options},
+        **{"deployment_config": build_identity(VERSION), "workflow_runner": RUNNER, **options},
     )
 
 
