@@ -52,29 +52,37 @@ async def inspect_ours(
     return info
 
 
-async def create_or_adopt(
-    docker: aiodocker.Docker, name: str, body: dict[str, Any], host_id: str, run_id: str
-) -> tuple[dict[str, Any], bool]:
-    """(inspect data, created) — a name conflict means the run was already launched."""
-    existing = await inspect_ours(docker, name, host_id, run_id)
-    if existing is not None:
-        return existing, False
+class ImageMissing(RuntimeError):
+    """The engine does not have the image a container is to be created from."""
+
+
+async def create(docker: aiodocker.Docker, name: str, body: dict[str, Any]) -> str | None:
+    """The new container's id; None when the name is taken (the run was already launched)."""
     try:
-        await docker._query_json(
+        data = await docker._query_json(
             "containers/create",
             method="POST",
             params={"name": name},
             data=json.dumps(body),
         )
-        created = True
     except aiodocker.DockerError as exc:
-        if not is_conflict(exc):
-            raise
-        created = False
-    info = await inspect_ours(docker, name, host_id, run_id)
+        if is_conflict(exc):
+            return None
+        if is_not_found(exc) and "no such image" in str(exc.message).lower():
+            raise ImageMissing(str(exc.message)) from None
+        raise
+    return str(data["Id"])
+
+
+async def create_or_adopt(
+    docker: aiodocker.Docker, name: str, body: dict[str, Any], host_id: str, run_id: str
+) -> tuple[dict[str, Any], bool]:
+    """(inspect data, created) — a name conflict means the run was already launched."""
+    created_id = await create(docker, name, body)
+    info = await inspect_ours(docker, created_id or name, host_id, run_id)
     if info is None:
         raise RuntimeError(f"container {name} vanished right after it was created")
-    return info, created
+    return info, created_id is not None
 
 
 async def start(docker: aiodocker.Docker, container_id: str) -> None:

@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError
 from activities import containers
 from activities.agents import JobPlan, Resolution, resolve
 from activities.containers import NotManagedError
-from activities.docker_api import activity_error, describe, is_unreachable
+from activities.docker_api import activity_error, describe, is_not_found, is_unreachable
 from activities.ending import docker_time, finalize, has_ended, stop_and_drain
 from activities.heartbeat import heartbeating
 from activities.images import ImageInfo, ImagePullError, Puller, registry_auth
@@ -36,7 +36,13 @@ from activities.logstream import LineReader, LogCursor, timestamp_ns
 from activities.network import ensure_job_network
 from activities.slots import SlotGate, Waiter
 from orchestrator import metrics
-from orchestrator.contract import ContainerEnd, EndedBy, RunStatus, parse_job_request
+from orchestrator.contract import (
+    JOB_NETWORK,
+    ContainerEnd,
+    EndedBy,
+    RunStatus,
+    parse_job_request,
+)
 from orchestrator.hostconfig import ConfigError, HostConfig
 from orchestrator.logs import output_logger
 from orchestrator.settings import Settings
@@ -125,6 +131,10 @@ def _job_context(plan: JobPlan, container: str | None) -> dict[str, str]:
         "agent": plan.request.agent,
         "container": container or plan.container_name,
     }
+
+
+async def _ready(value: T) -> T:
+    return value
 
 
 def _not_ours(exc: NotManagedError) -> ApplicationError:
@@ -276,6 +286,23 @@ class JobActivities:
     @activity.defn(name="launch_container")
     async def launch_container(self, plan: JobPlan) -> Launch:
         """Create and start the run's container, or adopt it; `Launch()` when no slot is free."""
+        return await self._launching(plan, with_image=False)
+
+    @activity.defn(name="launch_job")
+    async def launch_job(self, plan: JobPlan) -> Launch:
+        """`launch_container` that also names the image it ran (one round trip instead of two
+        with `ensure_image`); `Launch(needs_image=True)`, creating nothing, when the engine
+        lacks the image, and the workflow pulls it with `ensure_image` first."""
+        try:
+            return await self._launching(plan, with_image=True)
+        except ApplicationError as exc:  # the run's result still names the image, if present
+            image = await self._image_if_present(plan)
+            raise ApplicationError(
+                exc.message, *([image.model_dump(mode="json")] if image else []),
+                type=exc.type, non_retryable=exc.non_retryable,
+            ) from None  # fmt: skip
+
+    async def _launching(self, plan: JobPlan, with_image: bool) -> Launch:
         info = activity.info()
         waiter = Waiter(
             run_id=plan.request.run_id,
@@ -285,7 +312,7 @@ class JobActivities:
             workflow_run_id=info.workflow_run_id or "",
         )
         async with heartbeating(lambda: {"container": plan.container_name}):
-            work = asyncio.ensure_future(self._launch(plan, waiter))
+            work = asyncio.ensure_future(self._launch(plan, waiter, with_image))
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
@@ -296,50 +323,67 @@ class JobActivities:
                     work.exception()
                 raise
 
-    @activity.defn(name="launch_job")
-    async def launch_job(self, plan: JobPlan) -> Launch:
-        """`launch_container` for an image the engine already has (the usual case: one
-        round trip instead of two); `Launch(needs_image=True)`, creating nothing, when it lacks
-        it, and the workflow pulls it with `ensure_image` first."""
+    async def _start(self, container_id: str) -> None:
         try:
-            image = await self.puller.present(plan.image)
-        except Exception as exc:
-            raise activity_error(exc, f"looking up image {plan.image}") from None
-        if image is None:
-            return Launch(needs_image=True)
-        try:
-            launched = await self.launch_container(plan)
-        except ApplicationError as exc:  # the run's result still names the image it found
-            raise ApplicationError(
-                exc.message, image.model_dump(mode="json"), type=exc.type,
-                non_retryable=exc.non_retryable,
-            ) from None  # fmt: skip
-        return launched.model_copy(update={"image": image})
+            await containers.start(self.docker, container_id)
+        except aiodocker.DockerError as exc:
+            if not (is_not_found(exc) and JOB_NETWORK in str(exc.message)):
+                raise
+            # the job network is made on first use, and again after a `docker network prune`
+            await ensure_job_network(self.docker)
+            await containers.start(self.docker, container_id)
 
-    async def _launch(self, plan: JobPlan, waiter: Waiter) -> Launch:
+    async def _image_if_present(self, plan: JobPlan) -> ImageInfo | None:
+        with contextlib.suppress(Exception):
+            return await self.puller.present(plan.image)
+        return None
+
+    async def _launch(self, plan: JobPlan, waiter: Waiter, with_image: bool) -> Launch:
+        """Create (the engine says when it lacks the image) and start: the same two calls as
+        `docker run`. The container is looked up first only when the slot or the name is
+        taken: a retried attempt adopts the container its run already has."""
         jlog = job_log(plan)
         run_id = plan.request.run_id
+        image: ImageInfo | None = None
         try:
-            info = await containers.inspect_ours(
-                self.docker, plan.container_name, plan.host_id, run_id
-            )
-            created = False
-            if info is None:
-                async with self.gate.admission(waiter) as admitted:
-                    if not admitted:
-                        jlog.info("waiting for a job slot", slots=self.gate.max_jobs,
-                                  agent_max_concurrent=plan.max_concurrent)  # fmt: skip
-                        return Launch()
-                    await ensure_job_network(self.docker)
-                    info, created = await containers.create_or_adopt(
-                        self.docker, plan.container_name, plan.create_body, plan.host_id, run_id
+            created_id: str | None = None
+            async with self.gate.admission(waiter) as admitted:
+                if admitted:
+                    created_id = await containers.create(
+                        self.docker, plan.container_name, plan.create_body
                     )
-            if info["State"].get("Status") == "created":
-                await containers.start(self.docker, info["Id"])
-                info = (
-                    await containers.inspect_ours(self.docker, info["Id"], plan.host_id, run_id)
-                    or info
+            info: dict[str, Any] | None = None
+            if created_id is None:
+                info = await containers.inspect_ours(
+                    self.docker, plan.container_name, plan.host_id, run_id
                 )
+                if info is None and admitted:
+                    raise RuntimeError(f"container {plan.container_name} vanished after a conflict")
+                if info is None:
+                    jlog.info("waiting for a job slot", slots=self.gate.max_jobs,
+                              agent_max_concurrent=plan.max_concurrent)  # fmt: skip
+                    return Launch()
+            if created_id is not None:
+                container_id = created_id
+            else:
+                assert info is not None
+                container_id = str(info["Id"])
+            if info is None or info["State"].get("Status") == "created":
+                await self._start(container_id)
+                info = None
+            looked, image = await asyncio.gather(
+                containers.inspect_ours(self.docker, container_id, plan.host_id, run_id)
+                if info is None else _ready(info),
+                self.puller.present(plan.image) if with_image else _ready(None),
+            )  # fmt: skip
+            info = looked or info
+            if info is None:
+                raise RuntimeError(f"container {plan.container_name} vanished as it started")
+            created = created_id is not None
+        except containers.ImageMissing as exc:
+            if with_image:
+                return Launch(needs_image=True)
+            raise activity_error(exc, "launching the job container") from None
         except NotManagedError as exc:
             raise _not_ours(exc) from None
         except Exception as exc:
@@ -348,6 +392,7 @@ class JobActivities:
             container_id=info["Id"],
             started_at=docker_time(info["State"].get("StartedAt")),
             created=created,
+            image=image,
         )
         if created:
             metrics.RUNS_STARTED.labels(plan.request.agent).inc()

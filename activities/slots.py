@@ -1,8 +1,12 @@
 """The slot: how many job containers may exist at once, on the host and per agent.
 
 The Docker engine is the source of truth (labelled containers that are created or running),
-so the count survives an orchestrator restart; a process lock makes count-then-create atomic
-within the one orchestrator a host runs.
+so the count survives an orchestrator restart. A launch does not list the engine each time: the
+gate keeps the last listing plus the runs it admitted since, which can only over-count (a
+container that ended since is still in it), so it admits from that view and lists again only
+before it would refuse, or when the view is older than `VIEW_SECONDS`. The decision is taken
+under a process lock and the admitted run holds a reservation until a listing shows its
+container, so creates run side by side and never exceed the slots.
 
 A run that finds no room does not wait here: `admission` says so at once and remembers the
 run as a waiter, and the run's workflow waits on a timer, holding neither a slot nor a worker
@@ -33,6 +37,9 @@ from orchestrator.contract import LABEL_AGENT, LABEL_RUN_ID
 ACTIVE_STATES = frozenset({"created", "running", "restarting", "paused"})
 OFFER_SECONDS = 20.0
 STALE_SECONDS = 90.0  # a waiter that has not asked for this long is gone (its run ended)
+# Another process's creates (a drainer's) only show in a listing: this bounds how long a view
+# that does not count them is trusted.
+VIEW_SECONDS = 5.0
 log = structlog.get_logger("bigeye.orchestrator.slots")
 
 
@@ -74,6 +81,12 @@ class SlotGate:
         self._arrivals = itertools.count()
         self._offers: dict[str, tuple[str, float]] = {}  # run id → (agent, expires at)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._listed: dict[str, str] | None = None  # the last listing: run id → agent
+        self._listed_at = 0.0
+        self._listings = 0  # listings begun
+        # admitted runs: agent, and how many listings had begun when their create ended
+        # (None: still creating); dropped once a listing begun after that shows the container
+        self._reserved: dict[str, tuple[str, int | None]] = {}
 
     async def used(self) -> list[dict[str, Any]]:
         """This host's job containers that hold a slot."""
@@ -88,18 +101,30 @@ class SlotGate:
     async def admission(self, waiter: Waiter) -> AsyncIterator[bool]:
         """True: there is room, create the container inside the block. False: wait."""
         async with self._lock:
-            active = await self._active()
-            self._offer(active, caller=waiter.run_id)
-            admitted = self._room(active, waiter, own_offer=True)
+            active, listed = await self._view()
+            admitted = self._decide(active, waiter)
+            if not admitted and not listed:  # the view may be out of date: ask the engine
+                admitted = self._decide((await self._view(fresh=True))[0], waiter)
             if admitted:
                 self.forget(waiter.run_id)
+                self._reserved[waiter.run_id] = (waiter.agent, None)
             else:
                 waiting = self._waiting.get(waiter.run_id)
                 if waiting is None:
                     waiting = _Waiting(waiter, next(self._arrivals), self.clock())
                     self._waiting[waiter.run_id] = waiting
                 waiting.waiter, waiting.seen = waiter, self.clock()
-            yield admitted
+        if not admitted:
+            yield False
+            return
+        try:
+            yield True
+        finally:  # held until a listing shows the container (if the block created one)
+            self._reserved[waiter.run_id] = (waiter.agent, self._listings)
+
+    def _decide(self, active: dict[str, str], waiter: Waiter) -> bool:
+        self._offer(active, caller=waiter.run_id)
+        return self._room(active, waiter, own_offer=True)
 
     def released(self) -> None:
         """A job container stopped or went away: offer its slot now rather than later."""
@@ -112,16 +137,31 @@ class SlotGate:
 
     async def _offer_now(self) -> None:
         async with self._lock:
-            self._offer(await self._active())
+            self._offer((await self._view(fresh=True))[0])
 
-    async def _active(self) -> dict[str, str]:
-        """run id → agent of every job container holding a slot."""
-        found: dict[str, str] = {}
-        for item in await self.used():
-            labels = item.get("Labels") or {}
-            found[str(labels.get(LABEL_RUN_ID) or item.get("Id"))] = str(labels.get(LABEL_AGENT))
-        metrics.SLOTS_USED.set(len(found))
-        return found
+    async def _view(self, fresh: bool = False) -> tuple[dict[str, str], bool]:
+        """run id → agent of every job container holding a slot, and of every run admitted
+        whose container a listing has not shown yet; and whether the engine was listed for it.
+        `fresh`: list the engine now."""
+        stale = self.clock() - self._listed_at > VIEW_SECONDS
+        listing = fresh or self._listed is None or stale
+        if listing:
+            self._listings += 1
+            begun = self._listings
+            found: dict[str, str] = {}
+            for item in await self.used():
+                labels = item.get("Labels") or {}
+                run_id = str(labels.get(LABEL_RUN_ID) or item.get("Id"))
+                found[run_id] = str(labels.get(LABEL_AGENT))
+            self._listed, self._listed_at = found, self.clock()
+            for run_id, (_, done_at) in list(self._reserved.items()):
+                if done_at is not None and done_at < begun:
+                    del self._reserved[run_id]
+        active = dict(self._listed or {})
+        for run_id, (agent, _) in self._reserved.items():
+            active.setdefault(run_id, agent)
+        metrics.SLOTS_USED.set(len(active))
+        return active, listing
 
     def _holders(self, active: dict[str, str], exclude: str | None) -> dict[str, str]:
         now = self.clock()

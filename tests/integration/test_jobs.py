@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from orchestrator.contract import AGENT_TYPES
+from orchestrator.contract import AGENT_TYPES, JOB_NETWORK, LABEL_MANAGED
 from tests.integration.conftest import DEMO_IMAGE, agent, container_events, containers_of_host
 from tests.unit.test_fuzz_job_requests import (
     check_refusal_message,
@@ -87,6 +87,34 @@ async def test_nonzero_exit_fails_with_code_and_reason(make_host: Any, client: C
     assert result["status"] == "failed"
     assert result["exit_code"] == 3
     assert result["reason"] == "exited with code 3"
+
+
+async def test_a_job_network_pruned_away_is_made_again_at_the_next_start(
+    make_host: Any, client: Client
+) -> None:
+    """`docker network prune` removes `bigeye-jobs` whenever no job runs: the next start, which
+    no longer looks the network up first, finds it gone and makes it again."""
+    host = make_host({"datahealth": agent()})
+
+    async def removed() -> bool:
+        gone = await asyncio.create_subprocess_exec(
+            "docker", "network", "rm", JOB_NETWORK,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await gone.communicate()
+        return gone.returncode == 0 or b"not found" in err  # else: another test's job is on it
+
+    await async_wait_for(removed, 120, f"{JOB_NETWORK} to have no job on it")
+    result = await (
+        await host.start_job(client, host.request("datahealth", {"file_name": "a.yml"}))
+    ).result()
+    assert result["status"] == "succeeded", result
+    inspect = await asyncio.create_subprocess_exec(
+        "docker", "network", "inspect", "--format", "{{json .Labels}}", JOB_NETWORK,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await inspect.communicate()
+    assert json.loads(out)[LABEL_MANAGED] == "true"
 
 
 async def test_memory_over_limit_fails_as_out_of_memory(make_host: Any, client: Client) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from activities import slots
-from activities.slots import OFFER_SECONDS, STALE_SECONDS, SlotGate, Waiter
+from activities.slots import OFFER_SECONDS, STALE_SECONDS, VIEW_SECONDS, SlotGate, Waiter
 
 
 class World:
@@ -22,8 +22,10 @@ class World:
         self.now = 1000.0
         self.woken: list[str] = []
         self.closed: set[str] = set()  # runs whose workflow has closed: no signal reaches them
+        self.listings = 0
 
         async def list_managed(docker: Any, host_id: str) -> list[dict[str, Any]]:
+            self.listings += 1
             return [
                 {"Id": run_id, "State": state, "Labels": {
                     "com.bigeye.orchestrator.run-id": run_id,
@@ -147,3 +149,53 @@ async def test_the_first_waiter_of_a_full_agent_does_not_block_another_agents_wa
     gate.released()
     await settle(gate)
     assert world.woken == ["b2"]  # a2 waits for its agent, not for the host
+
+
+async def test_launches_with_room_do_not_list_the_engine_each_time(world: World) -> None:
+    gate = world.gate(8)
+    for i in range(5):
+        assert await ask(gate, world, waiter(f"r{i}", "datahealth", 8))
+    assert world.listings == 1
+    world.now += VIEW_SECONDS + 1  # an old view is listed again (another process may create)
+    assert await ask(gate, world, waiter("r5", "datahealth", 8))
+    assert world.listings == 2
+
+
+async def test_a_view_that_would_refuse_is_checked_against_the_engine_first(world: World) -> None:
+    gate = world.gate(1)
+    assert await ask(gate, world, waiter("r0"))
+    del world.containers["r0"]  # it ended and was removed without a word to the gate
+    assert await ask(gate, world, waiter("r1"))
+    assert world.listings == 2 and gate.waiting == 0
+
+
+async def test_creates_run_side_by_side_and_never_exceed_the_slots(world: World) -> None:
+    gate = world.gate(2)
+    creating = asyncio.Event()
+    inside: list[str] = []
+
+    async def launch(who: Waiter) -> bool:
+        async with gate.admission(who) as admitted:
+            if admitted:
+                inside.append(who.run_id)
+                await creating.wait()  # a slow create: its container is not listed yet
+                world.containers[who.run_id] = (who.agent, "running")
+        return admitted
+
+    first = [asyncio.create_task(launch(waiter(f"r{i}", "datahealth", 5))) for i in range(2)]
+    await asyncio.sleep(0)
+    while len(inside) < 2:  # both are creating at once: the lock is not held across a create
+        await asyncio.sleep(0)
+    assert not await launch(waiter("r2", "datahealth", 5))  # listed: none shows, both count
+    creating.set()
+    assert await asyncio.gather(*first) == [True, True]
+    assert not await launch(waiter("r3", "datahealth", 5))
+
+
+async def test_a_failed_create_holds_its_slot_only_until_the_next_listing(world: World) -> None:
+    gate = world.gate(1)
+    with pytest.raises(RuntimeError):
+        async with gate.admission(waiter("r0")) as admitted:
+            assert admitted
+            raise RuntimeError("the engine refused the create")
+    assert await ask(gate, world, waiter("r1"))  # the refusal listed the engine: r0 has none
