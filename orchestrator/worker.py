@@ -1,12 +1,14 @@
 """Worker assembly and the daemon's life: connect, reconcile, poll, shut down on SIGTERM.
 
-Four workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries `HostPing`
+Two workers share one client. The host queue (`agent-orchestrator.<host_id>`) carries `HostPing`
 and the first task of every job run, which moves the run to this release's queue
-(`…@<version>`, orchestrator/releases.py); that queue carries the runs and the short control
-activities, and its siblings `.launch` and `.watch` the job activities, so control work always
-has room. A drainer runs the release queues only. How many job containers exist at once is
-bounded by the `SlotGate` (BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`), never
-by a worker slot: a run that waits for a slot waits in its workflow.
+(`…@<version>`, orchestrator/releases.py). That queue carries the runs and all their activities:
+each is scheduled on the run's own queue so that it comes back with the workflow task that
+scheduled it (eager activity execution saves a round trip to the server per activity). Its pool
+holds the control activities' room (a stop) beside four job activities a slot. A drainer runs
+the release queue only. How many job containers exist at once is bounded by the `SlotGate`
+(BIGEYE_MAX_CONCURRENT_JOBS, and each agent's `max_concurrent`), never by a worker slot: a run
+that waits for a slot waits in its workflow.
 
 Start-up never crash-loops: Temporal and Docker are retried with backoff, and a failed first
 sweep is only logged. SIGTERM stops polling and leaves job containers running (a restarted
@@ -36,12 +38,18 @@ from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
 from activities.hoststatus import HostActivities
 from activities.images import Puller
-from activities.runs import JobActivities
+from activities.runs import JobActivities, Report, ReportTo
 from activities.slots import SlotGate, Waiter, Wake
 from activities.sweeping import Sweeper
 from orchestrator import metrics
 from orchestrator.connection import connect, connect_error, free_loopback_address, make_runtime
-from orchestrator.contract import SLOT_SIGNAL, HostStatus, launch_queue, task_queue, watch_queue
+from orchestrator.contract import (
+    RUN_STATUS_SIGNAL,
+    SLOT_SIGNAL,
+    HostStatus,
+    JobStatus,
+    task_queue,
+)
 from orchestrator.health import HealthState, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
@@ -66,6 +74,10 @@ WORKERS_STOP_SECONDS = 5.0
 EXIT_DEADLINE_SECONDS = 9.0
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 CONTROL_ACTIVITY_SLOTS = 64
+# A slot's job has a watch and, at times, a launch attempt or a pull waiting (a pull is shared
+# by every run that waits for its image): cheap to hold, and the gate, not a worker slot,
+# bounds the jobs. The rest of the pool keeps room for the control activities (a stop).
+JOB_ACTIVITIES_A_SLOT = 4
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DEFAULT_STOP_GRACE = 10
 DRAIN_LOOK_SECONDS = 5.0
@@ -102,23 +114,17 @@ def build_workers(
             client,
             task_queue=runs,
             workflows=[AgentJobRun],
-            activities=control_activities(acts),
-            max_concurrent_activities=CONTROL_ACTIVITY_SLOTS,
-            max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,  # resolve and finish are local
-            **common,  # type: ignore[arg-type]
-        ),
-        Worker(
-            client,
-            task_queue=launch_queue(runs),
-            activities=[acts.ensure_image, acts.launch_container, acts.launch_job],
-            max_concurrent_activities=max(2 * slots, 16),
-            **common,  # type: ignore[arg-type]
-        ),
-        Worker(
-            client,
-            task_queue=watch_queue(runs),
-            activities=[acts.watch_container],
-            max_concurrent_activities=max(2 * slots, 16),
+            # every activity of a run is scheduled on the run's own queue and comes back with
+            # the workflow task that schedules it (eager activity execution)
+            activities=[
+                *control_activities(acts),
+                acts.launch_and_report,
+                acts.ensure_image,
+                acts.watch_container,
+            ],
+            max_concurrent_activities=CONTROL_ACTIVITY_SLOTS
+            + max(JOB_ACTIVITIES_A_SLOT * slots, 64),
+            max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,
             **common,  # type: ignore[arg-type]
         ),
     ]
@@ -166,6 +172,22 @@ def slot_waker(client: Client) -> Wake:
         return True
 
     return wake
+
+
+def status_reporter(client: Client) -> Report:
+    """Tells a child's parent its phase; a run that has ended (or a Temporal away for longer
+    than the timeout) only misses a phase it no longer shows, or that the child's next one
+    replaces."""
+
+    async def report(to: ReportTo, status: JobStatus) -> None:
+        handle = client.get_workflow_handle(to.workflow_id, run_id=to.run_id)
+        body = {**status.model_dump(mode="json"), "sequence": to.sequence}
+        try:
+            await handle.signal(RUN_STATUS_SIGNAL, body, rpc_timeout=SIGNAL_TIMEOUT)
+        except Exception as exc:
+            log.debug("run status not delivered", workflow_id=to.workflow_id, error=describe(exc))
+
+    return report
 
 
 def stop_grace_of(settings: Settings) -> Callable[[str], int]:
@@ -264,7 +286,7 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
                 await sweeper.sweep()
             except Exception as exc:
                 log.warning("start-up sweep failed; the next pass retries", error=describe(exc))
-        acts = JobActivities(settings, docker, gate, Puller(docker))
+        acts = JobActivities(settings, docker, gate, Puller(docker), report=status_reporter(client))
         host = HostActivities(settings, docker, gate, lambda: health.polling)
         workers = build_workers(client, settings, acts, host, drain)
         tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -39,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         JobActivities,
         Launch,
+        LaunchInput,
+        ReportTo,
         StopInput,
         Stopped,
         Watched,
@@ -92,6 +94,11 @@ MAX_PULLS = 2  # an image removed again between its pull and the launch: pulled 
 # Runs started since this patch hand their work to a child on the release queue of the release
 # that took them (orchestrator/releases.py). Runs recorded without it do the work themselves.
 RELEASE_QUEUES = "release-queues-1"
+# Children started since this patch schedule every activity on their own queue, so that each
+# comes back with the workflow task that schedules it (eager activity execution: no round trip
+# to the server, and one worker fewer per queue), and launch with `launch_and_report`, which
+# tells the parent `running` itself: the child no longer wakes up to relay it.
+ONE_QUEUE = "one-queue-1"
 
 
 @workflow.defn(name=JOB_WORKFLOW_TYPE)
@@ -104,6 +111,7 @@ class AgentJobRun:
         self._launch_attempted = False
         self._slot_offered = False
         self._fast = False
+        self._one_queue = False  # ONE_QUEUE
         self._told: tuple[int, Phase | None] = (0, None)  # signals sent to the parent, last phase
         self._heard = 0  # the last child status signal applied
         self._sending: set[asyncio.Future[None]] = set()
@@ -141,6 +149,8 @@ class AgentJobRun:
             if not await self._canceled_on_arrival():
                 return await self._in_release(raw_request, request)
         self._fast = workflow.patched(FEWER_ROUND_TRIPS)
+        parent = workflow.info().parent
+        self._one_queue = self._fast and parent is not None and workflow.patched(ONE_QUEUE)
         resolution = await self._resolve(request)
         if resolution.plan is None:  # the agent set could not be read, or breaks the policy
             self._phase = "finished"
@@ -164,7 +174,7 @@ class AgentJobRun:
                 watched = await self._step(
                     JobActivities.watch_container,
                     WatchInput(plan=plan, container_id=launch.container_id),
-                    task_queue=watch_queue(workflow.info().task_queue),
+                    task_queue=self._queue(watch_queue),
                     start_to_close_timeout=self._watch_limit(plan),
                     schedule_to_close_timeout=2 * self._watch_limit(plan),
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -190,7 +200,7 @@ class AgentJobRun:
         image: ImageInfo | None = await self._step(
             JobActivities.ensure_image,
             plan,
-            task_queue=launch_queue(workflow.info().task_queue),
+            task_queue=self._queue(launch_queue),
             start_to_close_timeout=timedelta(minutes=30),
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PULL_RETRY,
@@ -270,14 +280,24 @@ class AgentJobRun:
             self._enter("starting", tell=False)
             self._slot_offered = False
             self._launch_attempted = True
+            step: Callable[..., Any] = activity
+            arg: JobPlan | LaunchInput = plan
+            report_to = self._report_to() if activity == JobActivities.launch_job else None
+            if report_to is not None:
+                step, arg = (
+                    JobActivities.launch_and_report,
+                    LaunchInput(plan=plan, report_to=report_to),
+                )
             launch: Launch | None = await self._step(
-                activity,
-                plan,
-                task_queue=launch_queue(workflow.info().task_queue),
+                step,
+                arg,
+                task_queue=self._queue(launch_queue),
                 start_to_close_timeout=timedelta(minutes=2),
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=DOCKER_RETRY,
             )
+            if report_to is not None and launch is not None and launch.container_id:
+                self._told = (report_to.sequence, "running")  # the launch told the parent
             if launch is not None and launch.needs_image:
                 self._launch_attempted = False  # it looked up the image and created nothing
                 return launch
@@ -434,6 +454,20 @@ class AgentJobRun:
     def _pass_cancel(self, child_id: str) -> None:
         handle = workflow.get_external_workflow_handle(child_id)
         self._send(handle.cancel())  # the child may have ended already: nothing left to cancel
+
+    def _queue(self, sibling: Callable[[str], str]) -> str:
+        """Where a job activity goes: this run's own queue, or (runs before ONE_QUEUE) the
+        sibling queue of its kind."""
+        own = workflow.info().task_queue
+        return own if self._one_queue else sibling(own)
+
+    def _report_to(self) -> ReportTo | None:
+        """Where `launch_and_report` tells the parent `running`: the next signal's number."""
+        parent = workflow.info().parent
+        if not self._one_queue or parent is None:
+            return None
+        return ReportTo(workflow_id=parent.workflow_id, run_id=parent.run_id,
+                        sequence=self._told[0] + 1)  # fmt: skip
 
     def _enter(self, phase: Phase, tell: bool = True) -> None:
         """This run's phase; a child tells its parent, whose `status` Bigeye asks."""

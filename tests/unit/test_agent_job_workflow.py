@@ -28,19 +28,27 @@ from temporalio.worker import Worker
 from activities.agents import JobPlan, Resolution
 from activities.images import ImageInfo
 from activities.logstream import LogCursor
-from activities.runs import FinishInput, Launch, StopInput, Stopped, Watched, WatchInput
+from activities.runs import (
+    FinishInput,
+    Launch,
+    LaunchInput,
+    StopInput,
+    Stopped,
+    Watched,
+    WatchInput,
+)
 from orchestrator.contract import (
     RUN_STATUS_SIGNAL,
     SLOT_SIGNAL,
     ContainerEnd,
-    launch_queue,
+    JobStatus,
     parse_job_request,
     release_run_id,
     task_queue,
-    watch_queue,
 )
 from orchestrator.releases import build_identity, run_queue
 from orchestrator.version import VERSION
+from orchestrator.worker import status_reporter
 from tests.waiting import async_wait_for
 from workflows.agent_job import AgentJobRun
 
@@ -65,8 +73,9 @@ def ended(exit_code: int | None = 0, state: str = "exited") -> ContainerEnd:
 class StandIns:
     """The job activities, scripted: each phase is a coroutine the test may replace."""
 
-    def __init__(self, host_id: str) -> None:
+    def __init__(self, host_id: str, client: Client) -> None:
         self.host_id = host_id
+        self.report = status_reporter(client)  # the daemon's own: a real signal to the parent
         self.calls: list[str] = []
         self.started: dict[str, asyncio.Event] = {}
         self.stop_inputs: list[StopInput] = []
@@ -146,13 +155,14 @@ class StandIns:
         async def ensure_image(plan: JobPlan) -> ImageInfo:
             return await self._call("pull", self.pull, plan)
 
-        @activity.defn(name="launch_container")
-        async def launch_container(plan: JobPlan) -> Launch:
-            return await self._call("launch", self.launch, plan)
-
-        @activity.defn(name="launch_job")
-        async def launch_job(plan: JobPlan) -> Launch:
-            return await self._call("launch", self._launch_job, plan)
+        @activity.defn(name="launch_and_report")
+        async def launch_and_report(job: LaunchInput) -> Launch:
+            launched: Launch = await self._call("launch", self._launch_job, job.plan)
+            if launched.container_id is not None and job.report_to is not None:
+                running = JobStatus(phase="running", container_id=launched.container_id,
+                                    started_at=launched.started_at)  # fmt: skip
+                await self.report(job.report_to, running)
+            return launched
 
         @activity.defn(name="watch_container")
         async def watch_container(job: WatchInput) -> Watched:
@@ -170,10 +180,9 @@ class StandIns:
 
         control = run_queue(self.host_id, VERSION)  # where a run goes after its first task
         return {
-            control: [resolve_job, stop_container, finish_run],
-            launch_queue(control): [ensure_image, launch_container, launch_job],
-            watch_queue(control): [watch_container],
-        }
+            control: [resolve_job, stop_container, finish_run, launch_and_report, ensure_image,
+                      watch_container],
+        }  # fmt: skip
 
 
 async def until_cancelled(beat: float = 0.2) -> None:
@@ -231,7 +240,7 @@ class Run:
 
 @pytest.fixture
 async def run(env: WorkflowEnvironment) -> AsyncIterator[Run]:
-    stand_ins = StandIns(f"wf-{uuid.uuid4().hex[:8]}")
+    stand_ins = StandIns(f"wf-{uuid.uuid4().hex[:8]}", env.client)
     queues = {task_queue(stand_ins.host_id): [], **stand_ins.activities()}
     workers = [
         Worker(
@@ -383,9 +392,11 @@ async def test_an_image_the_engine_lacks_is_pulled_then_launched(run: Run) -> No
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     # resolve_job and finish_run ran as local activities (markers), the rest on task queues
-    assert scheduled == ["launch_job", "ensure_image", "launch_job", "watch_container"]
+    assert scheduled == [
+        "launch_and_report", "ensure_image", "launch_and_report", "watch_container"
+    ]  # fmt: skip
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert len(markers) == 3  # the patch, then the two local activities
+    assert len(markers) == 4  # the two patches, then the two local activities
 
 
 async def test_an_image_that_vanishes_after_every_pull_fails_the_run(run: Run) -> None:

@@ -171,21 +171,22 @@ async def test_a_view_that_would_refuse_is_checked_against_the_engine_first(worl
 
 async def test_creates_run_side_by_side_and_never_exceed_the_slots(world: World) -> None:
     gate = world.gate(2)
-    creating = asyncio.Event()
+    creating, both_inside = asyncio.Event(), asyncio.Event()
     inside: list[str] = []
 
     async def launch(who: Waiter) -> bool:
         async with gate.admission(who) as admitted:
             if admitted:
                 inside.append(who.run_id)
+                if len(inside) == 2:
+                    both_inside.set()
                 await creating.wait()  # a slow create: its container is not listed yet
                 world.containers[who.run_id] = (who.agent, "running")
         return admitted
 
     first = [asyncio.create_task(launch(waiter(f"r{i}", "datahealth", 5))) for i in range(2)]
-    await asyncio.sleep(0)
-    while len(inside) < 2:  # both are creating at once: the lock is not held across a create
-        await asyncio.sleep(0)
+    async with asyncio.timeout(5):  # both create at once: the lock is not held across a create
+        await both_inside.wait()
     assert not await launch(waiter("r2", "datahealth", 5))  # listed: none shows, both count
     creating.set()
     assert await asyncio.gather(*first) == [True, True]

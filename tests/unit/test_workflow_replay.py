@@ -38,21 +38,28 @@ WAYS = {
 }
 FEWER = "fewer-round-trips-1"
 RELEASE = "release-queues-1"
+ONE_QUEUE = "one-queue-1"
+HANDING_OVER = ("release_queues", "one_queue")  # the recordings of runs with children
 
 
 def expected_patches(stem: str) -> set[str]:
     """What each recording must hold. `.fewer_round_trips`: runs that took the first patch.
     `.release_queues`: runs that handed their work to a child on their release's queue, and
-    `.release_queues.child` that child. An invalid request fails before either patch is looked
-    at; a run canceled on arrival does what little is left itself, on the host queue."""
+    `.release_queues.child` that child; `.one_queue.child`: a child that schedules every activity
+    on its own queue and whose launch tells the parent `running` (its parent, `.one_queue`, is
+    the same as before). An invalid request
+    fails before any patch is looked at; a run canceled on arrival does what little is left
+    itself, on the host queue."""
     way, _, path = stem.partition(".")
     if way == "invalid":
         return set()
     if path == "fewer_round_trips" or path == "release_queues.child":
         return {FEWER}
-    if path == "release_queues":
+    if path == "one_queue.child":
+        return {FEWER, ONE_QUEUE}
+    if path in HANDING_OVER:
         # a cancel sent right after the start may come before or after the first task
-        handed_over = (HERE / f"{way}.release_queues.child.json").exists()
+        handed_over = (HERE / f"{way}.{path}.child.json").exists()
         return {RELEASE} if handed_over else {RELEASE, FEWER}
     return set()
 
@@ -63,9 +70,10 @@ def test_histories_cover_every_way_a_run_ends() -> None:
     assert stems >= WAYS
     assert stems >= {f"{way}.fewer_round_trips" for way in WAYS}
     since_release_queues = WAYS | {"canceled_on_arrival"}
-    assert stems >= {f"{way}.release_queues" for way in since_release_queues}
     handed_over = since_release_queues - {"invalid", "canceled_on_arrival", "canceled_at_once"}
-    assert stems >= {f"{way}.release_queues.child" for way in handed_over}
+    for recording in HANDING_OVER:
+        assert stems >= {f"{way}.{recording}" for way in since_release_queues}
+        assert stems >= {f"{way}.{recording}.child" for way in handed_over}
     for path in HISTORIES:
         assert patches_in(path) == expected_patches(path.stem), path.name
 
@@ -100,7 +108,7 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in HISTORIES if p.stem.endswith(".release_queues")], ids=lambda p: p.stem
+    "path", [p for p in HISTORIES if p.stem.endswith(HANDING_OVER)], ids=lambda p: p.stem
 )
 async def test_a_later_release_replays_the_runs_it_takes_over(
     path: Path, monkeypatch: pytest.MonkeyPatch
