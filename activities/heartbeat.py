@@ -14,11 +14,19 @@ HEARTBEAT_EVERY_SECONDS = 3.0
 
 @contextlib.asynccontextmanager
 async def heartbeating(
-    details: Callable[[], Any], every: float = HEARTBEAT_EVERY_SECONDS
+    details: Callable[[], Any], every: float = HEARTBEAT_EVERY_SECONDS, at_once: bool = True
 ) -> AsyncIterator[None]:
-    """Heartbeat `details()` now and every `every` seconds until the block ends."""
+    """Heartbeat `details()` now (or, `at_once=False`, first after `every`) and every `every`
+    seconds until the block ends.
+
+    Heartbeats are throttled (the worker's heartbeat throttle interval) and a cancel is heard
+    only in the answer to one: a short step that beats at once delays the first beat of the
+    step after it, and with it the cancel that arrived meanwhile.
+    """
 
     async def beat() -> None:
+        if not at_once:
+            await asyncio.sleep(every)
         while True:
             activity.heartbeat(details())
             await asyncio.sleep(every)

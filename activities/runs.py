@@ -54,6 +54,7 @@ FOLLOW_WINDOW_SECONDS = 30.0
 ENGINE_PATIENCE_SECONDS = 300.0
 CONFIG_READS = 3  # a file caught mid-write by `sync` reads fine a moment later
 LAUNCH_SETTLE_SECONDS = 10.0
+LAUNCH_ATTEMPTS = 8  # as the workflow's DOCKER_RETRY: a launch the engine keeps failing fails
 NOT_MANAGED = "NotManaged"
 JOB_LOGGER = "bigeye.orchestrator.job"
 log = structlog.get_logger(JOB_LOGGER)
@@ -105,6 +106,13 @@ class Watched(BaseModel):
     reason: str | None = None
     engine_interrupted: bool = False
     cursor: LogCursor | None = None
+
+
+class Ran(BaseModel):
+    """`run_job`'s outcome: the launch and, when it launched, the watch."""
+
+    launch: Launch
+    watched: Watched | None = None
 
 
 class StopInput(BaseModel):
@@ -159,6 +167,14 @@ def _not_ours(exc: NotManagedError) -> ApplicationError:
     return ApplicationError(str(exc), type=NOT_MANAGED, non_retryable=True)
 
 
+def _progress_of(details: Any) -> WatchProgress | None:
+    """The watch progress an earlier attempt heartbeated, if it got that far."""
+    if details and isinstance(details[0], dict) and "container_id" in details[0]:
+        with contextlib.suppress(ValueError):
+            return WatchProgress.model_validate(details[0])
+    return None
+
+
 def _progress_from(details: Any, container_id: str) -> WatchProgress:
     if details and isinstance(details[0], dict):
         with contextlib.suppress(ValueError):
@@ -182,6 +198,7 @@ class JobActivities:
         self.gate = gate
         self.puller = puller
         self.report = report
+        self._background: set[asyncio.Future[None]] = set()
 
     # ---- control activities (always have room) --------------------------------------------
 
@@ -326,20 +343,59 @@ class JobActivities:
                 type=exc.type, non_retryable=exc.non_retryable,
             ) from None  # fmt: skip
 
-    @activity.defn(name="launch_and_report")
-    async def launch_and_report(self, job: LaunchInput) -> Launch:
-        """`launch_job` that also tells the run Bigeye addresses that the job is `running`: the
-        child that runs it need not wake up for that and signal it in turn (a workflow task,
-        a signal and two events fewer per run)."""
-        launched = await self.launch_job(job.plan)
-        if launched.container_id is not None and job.report_to and self.report is not None:
+    @activity.defn(name="run_job")
+    async def run_job(self, job: LaunchInput) -> Ran:
+        """Launch the run's container (`launch_job`: or find no slot, or no image, and return
+        at once) and watch it to its end (`watch_container`), in one activity: the child that
+        runs it wakes up once, when the job has ended. Once launched, the launch tells the run
+        Bigeye addresses that the job is `running`. A later attempt resumes the watch of the
+        container its heartbeats name, and never creates another."""
+        plan = job.plan
+        resumed = _progress_of(activity.info().heartbeat_details)
+        if resumed is not None:
+            launched = await self._relaunched(plan, resumed.container_id)
+        else:
+            try:
+                launched = await self.launch_job(plan)
+            except ApplicationError as exc:
+                if exc.non_retryable or activity.info().attempt < LAUNCH_ATTEMPTS:
+                    raise
+                raise ApplicationError(
+                    f"{exc.message} (gave up after {LAUNCH_ATTEMPTS} attempts)", *exc.details,
+                    type=exc.type, non_retryable=True,
+                ) from None  # fmt: skip
+            if launched.container_id is None:
+                return Ran(launch=launched)
+        assert launched.container_id is not None
+        if job.report_to is not None and self.report is not None:
             running = JobStatus(
                 phase="running",
                 container_id=launched.container_id,
                 started_at=launched.started_at,
             )
-            await self.report(job.report_to, running)
-        return launched
+            self._spawn(self.report(job.report_to, running))  # the watch need not wait for it
+        watched = await self._watching(plan, launched.container_id)
+        return Ran(launch=launched, watched=watched)
+
+    async def _relaunched(self, plan: JobPlan, container_id: str) -> Launch:
+        """What an earlier attempt launched: looked up, never created again (a container
+        removed since is the watch's to report)."""
+        try:
+            info = await containers.inspect_ours(
+                self.docker, container_id, plan.host_id, plan.request.run_id
+            )
+        except NotManagedError as exc:
+            raise _not_ours(exc) from None
+        except Exception as exc:
+            raise activity_error(exc, "looking up the job container") from None
+        started = docker_time(info["State"].get("StartedAt")) if info else None
+        image = await self._image_if_present(plan)
+        return Launch(container_id=container_id, started_at=started, image=image)
+
+    def _spawn(self, call: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(call)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _launching(self, plan: JobPlan, with_image: bool) -> Launch:
         info = activity.info()
@@ -350,7 +406,9 @@ class JobActivities:
             workflow_id=info.workflow_id or "",
             workflow_run_id=info.workflow_run_id or "",
         )
-        async with heartbeating(lambda: {"container": plan.container_name}):
+        # a launch takes a fraction of a second: its first beat after `every` leaves the watch's
+        # first beat unthrottled, and a cancel sent during the launch is heard right after it
+        async with heartbeating(lambda: {"container": plan.container_name}, at_once=False):
             work = asyncio.ensure_future(self._launch(plan, waiter, with_image))
             try:
                 return await asyncio.shield(work)
@@ -451,12 +509,14 @@ class JobActivities:
     @activity.defn(name="watch_container")
     async def watch_container(self, job: WatchInput) -> Watched:
         """Forward the job's output until it exits (or its deadline stops it); read its ending."""
-        plan = job.plan
-        progress = _progress_from(activity.info().heartbeat_details, job.container_id)
-        jlog = job_log(plan, job.container_id[:12])
+        return await self._watching(job.plan, job.container_id)
+
+    async def _watching(self, plan: JobPlan, container_id: str) -> Watched:
+        progress = _progress_from(activity.info().heartbeat_details, container_id)
+        jlog = job_log(plan, container_id[:12])
         reader = LineReader(progress.cursor)
         forwarder = OutputForwarder(
-            self.docker, job.container_id, reader, jlog, job_output(plan, job.container_id[:12])
+            self.docker, container_id, reader, jlog, job_output(plan, container_id[:12])
         )
 
         def progress_now() -> dict[str, Any]:

@@ -44,20 +44,26 @@ def port_open(port: int) -> bool:
 
 
 class DevServer:
-    """devcloud's dev server command, on a database file in the bench's work directory."""
+    """devcloud's dev server command; its state in memory (the dev server's default), or with
+    `on_disk` in a database file in the bench's work directory, as devcloud keeps it."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, on_disk: bool = False) -> None:
         self.port = pick_port()
         config = DevServerConfig(
             binary=find_temporal_binary(),
-            db_file=work / "temporal.db",
+            db_file=work / f"temporal-{self.port}.db",
             port=self.port,
             ui_port=pick_port(exclude=frozenset({self.port})),
         )
         self.address = config.address
-        self._proc = subprocess.Popen(
-            config.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        argv = config.command()
+        if on_disk:
+            work.mkdir(parents=True, exist_ok=True)
+        else:
+            at = argv.index("--db-filename")
+            del argv[at : at + 2]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self._proc.pid
         wait_for(lambda: port_open(self.port), 60, "the Temporal dev server")
 
     def stop(self) -> None:
@@ -142,6 +148,7 @@ class Orchestrator:
         return None
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
         self._log.close()

@@ -14,7 +14,6 @@ from typing import NoReturn
 
 from activities.docker_api import connect as connect_docker
 from activities.docker_api import describe
-from orchestrator import certificates
 from orchestrator.connection import connect, connect_error, tls_config
 from orchestrator.health import split_addr
 from orchestrator.logs import configure_logging
@@ -57,6 +56,9 @@ def tls_problems(settings: Settings) -> list[str]:
     """The mTLS files: dates, key pairs, CAs (warnings start with `warning: `)."""
     if settings.tls is None:
         return []
+    # `check` only: the daemon does not load cryptography (its import is ~5 MB of resident memory)
+    from orchestrator import certificates
+
     files = settings.tls
     account_ca = files.cert.parent / "mtls_ca.pem"
     found = certificates.check_tls(

@@ -74,9 +74,10 @@ WORKERS_STOP_SECONDS = 5.0
 EXIT_DEADLINE_SECONDS = 9.0
 HEARTBEAT_THROTTLE = timedelta(seconds=2)
 CONTROL_ACTIVITY_SLOTS = 64
-# A slot's job has a watch and, at times, a launch attempt or a pull waiting (a pull is shared
-# by every run that waits for its image): cheap to hold, and the gate, not a worker slot,
-# bounds the jobs. The rest of the pool keeps room for the control activities (a stop).
+# A slot's job is one `run_job` (launch, then watch), and at times another run's launch attempt
+# or a pull waits (a pull is shared by every run that waits for its image): cheap to hold, and
+# the gate, not a worker slot, bounds the jobs. The rest of the pool keeps room for the control
+# activities (a stop).
 JOB_ACTIVITIES_A_SLOT = 4
 SIGNAL_TIMEOUT = timedelta(seconds=5)
 DEFAULT_STOP_GRACE = 10
@@ -116,12 +117,7 @@ def build_workers(
             workflows=[AgentJobRun],
             # every activity of a run is scheduled on the run's own queue and comes back with
             # the workflow task that schedules it (eager activity execution)
-            activities=[
-                *control_activities(acts),
-                acts.launch_and_report,
-                acts.ensure_image,
-                acts.watch_container,
-            ],
+            activities=[*control_activities(acts), acts.run_job, acts.ensure_image],
             max_concurrent_activities=CONTROL_ACTIVITY_SLOTS
             + max(JOB_ACTIVITIES_A_SLOT * slots, 64),
             max_concurrent_activity_task_polls=HOST_QUEUE_POLLS,

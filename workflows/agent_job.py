@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         JobActivities,
         Launch,
         LaunchInput,
+        Ran,
         ReportTo,
         StopInput,
         Stopped,
@@ -112,6 +113,7 @@ class AgentJobRun:
         self._slot_offered = False
         self._fast = False
         self._one_queue = False  # ONE_QUEUE
+        self._watched: Watched | None = None  # ONE_QUEUE: the watch came back with the launch
         self._told: tuple[int, Phase | None] = (0, None)  # signals sent to the parent, last phase
         self._heard = 0  # the last child status signal applied
         self._sending: set[asyncio.Future[None]] = set()
@@ -169,7 +171,9 @@ class AgentJobRun:
                 image = await self._pull(plan)
                 if image is not None:
                     launch = await self._launch(plan)
-            if launch is not None and launch.container_id is not None:
+            if self._one_queue:
+                watched = self._watched
+            elif launch is not None and launch.container_id is not None:
                 self._enter("running")
                 watched = await self._step(
                     JobActivities.watch_container,
@@ -282,22 +286,28 @@ class AgentJobRun:
             self._launch_attempted = True
             step: Callable[..., Any] = activity
             arg: JobPlan | LaunchInput = plan
+            options: dict[str, Any] = {
+                "start_to_close_timeout": timedelta(minutes=2),
+                "heartbeat_timeout": HEARTBEAT_TIMEOUT,
+                "retry_policy": DOCKER_RETRY,
+            }
             report_to = self._report_to() if activity == JobActivities.launch_job else None
-            if report_to is not None:
-                step, arg = (
-                    JobActivities.launch_and_report,
-                    LaunchInput(plan=plan, report_to=report_to),
+            if report_to is not None:  # ONE_QUEUE: the launch watches the job to its end too
+                step, arg = JobActivities.run_job, LaunchInput(plan=plan, report_to=report_to)
+                options.update(
+                    start_to_close_timeout=self._watch_limit(plan),
+                    schedule_to_close_timeout=2 * self._watch_limit(plan),
+                    retry_policy=WATCH_RETRY,
                 )
-            launch: Launch | None = await self._step(
-                step,
-                arg,
-                task_queue=self._queue(launch_queue),
-                start_to_close_timeout=timedelta(minutes=2),
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=DOCKER_RETRY,
+            outcome: Launch | Ran | None = await self._step(
+                step, arg, task_queue=self._queue(launch_queue), **options
             )
-            if report_to is not None and launch is not None and launch.container_id:
-                self._told = (report_to.sequence, "running")  # the launch told the parent
+            launch = outcome.launch if isinstance(outcome, Ran) else outcome
+            if isinstance(outcome, Ran) and report_to is not None and launch is not None:
+                self._watched = outcome.watched
+                if launch.container_id:
+                    self._told = (report_to.sequence, "running")  # the launch told the parent
+                    self._phase = "running"
             if launch is not None and launch.needs_image:
                 self._launch_attempted = False  # it looked up the image and created nothing
                 return launch

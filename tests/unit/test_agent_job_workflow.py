@@ -10,6 +10,7 @@ at run time, which this project's machines cannot do: the timers here are short 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -32,6 +33,7 @@ from activities.runs import (
     FinishInput,
     Launch,
     LaunchInput,
+    Ran,
     StopInput,
     Stopped,
     Watched,
@@ -155,18 +157,20 @@ class StandIns:
         async def ensure_image(plan: JobPlan) -> ImageInfo:
             return await self._call("pull", self.pull, plan)
 
-        @activity.defn(name="launch_and_report")
-        async def launch_and_report(job: LaunchInput) -> Launch:
+        @activity.defn(name="run_job")
+        async def run_job(job: LaunchInput) -> Ran:
             launched: Launch = await self._call("launch", self._launch_job, job.plan)
-            if launched.container_id is not None and job.report_to is not None:
+            if launched.container_id is None:
+                return Ran(launch=launched)
+            if job.report_to is not None:
                 running = JobStatus(phase="running", container_id=launched.container_id,
                                     started_at=launched.started_at)  # fmt: skip
                 await self.report(job.report_to, running)
-            return launched
-
-        @activity.defn(name="watch_container")
-        async def watch_container(job: WatchInput) -> Watched:
-            return await self._call("watch", self.watch, job)
+            if activity.is_cancelled():  # as the real watch: a cancel heard during the launch
+                return Ran(launch=launched, watched=Watched(ended_by=None))
+            watch = WatchInput(plan=job.plan, container_id=launched.container_id)
+            watched: Watched = await self._call("watch", self.watch, watch)
+            return Ran(launch=launched, watched=watched)
 
         @activity.defn(name="stop_container")
         async def stop_container(job: StopInput) -> Stopped:
@@ -180,8 +184,7 @@ class StandIns:
 
         control = run_queue(self.host_id, VERSION)  # where a run goes after its first task
         return {
-            control: [resolve_job, stop_container, finish_run, launch_and_report, ensure_image,
-                      watch_container],
+            control: [resolve_job, stop_container, finish_run, run_job, ensure_image],
         }  # fmt: skip
 
 
@@ -392,9 +395,7 @@ async def test_an_image_the_engine_lacks_is_pulled_then_launched(run: Run) -> No
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     # resolve_job and finish_run ran as local activities (markers), the rest on task queues
-    assert scheduled == [
-        "launch_and_report", "ensure_image", "launch_and_report", "watch_container"
-    ]  # fmt: skip
+    assert scheduled == ["run_job", "ensure_image", "run_job"]
     markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     assert len(markers) == 4  # the two patches, then the two local activities
 
@@ -539,7 +540,13 @@ async def test_a_cancel_that_a_finished_launch_would_swallow_still_stops_the_con
         await release.wait()  # no heartbeat: it cannot hear of the cancel, and completes
         return await StandIns._launch(run.stand_ins, plan)
 
+    async def watch_until_cancelled(job: WatchInput) -> Watched:
+        with contextlib.suppress(asyncio.CancelledError):
+            await until_cancelled()  # the job runs on until the watch's heartbeat hears of it
+        return Watched(ended_by=None)
+
     run.stand_ins.launch = launch_ignoring_cancel
+    run.stand_ins.watch = watch_until_cancelled
     handle = await run.start()
     await began(run, "launch")
     await handle.cancel()
@@ -548,7 +555,8 @@ async def test_a_cancel_that_a_finished_launch_would_swallow_still_stops_the_con
     release.set()
     result = await run.result()
     assert result["status"] == "canceled" and result["exit_code"] == 143
-    assert run.stand_ins.calls == ["resolve", "launch", "stop", "finish"]
+    # the launch and the watch are one activity: the watch hears of the cancel and ends
+    assert run.stand_ins.calls == ["resolve", "launch", "watch", "stop", "finish"]
     assert run.stand_ins.stop_inputs[0].container_id == CONTAINER
 
 
