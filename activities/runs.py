@@ -460,6 +460,7 @@ class JobActivities:
                     jlog.info("waiting for a job slot", slots=self.gate.max_jobs,
                               agent_max_concurrent=plan.max_concurrent)  # fmt: skip
                     return Launch()
+                self.gate.forget(run_id)  # refused, but its container exists: it waits no more
             if created_id is not None:
                 container_id = created_id
             else:
