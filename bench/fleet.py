@@ -508,6 +508,12 @@ def stop_process(proc: subprocess.Popen[Any], grace: float = 15.0) -> None:
         proc.wait()
 
 
+# Every ping host holds its pollers open as the orchestrator does (2 + 2 on its host queue):
+# past 300 hosts that exceeds the 1,200 long polls a frontend admits per namespace by default,
+# which a cluster for a fleet raises (docs/scale.md), as the dev server does here.
+POLLER_LIMIT = ("--dynamic-config-value", "frontend.namespaceCount=1000000")
+
+
 @dataclass(frozen=True)
 class Server:
     config: DevServerConfig
@@ -523,7 +529,7 @@ def start_server(work: Path, output: TextIO) -> Server:
         binary=find_temporal_binary(), db_file=work / "temporal.db", port=port, ui_port=ui_port
     )
     proc = subprocess.Popen(
-        [*config.command(), "--metrics-port", str(metrics_port)],
+        [*config.command(), "--metrics-port", str(metrics_port), *POLLER_LIMIT],
         stdin=subprocess.DEVNULL,
         stdout=output,
         stderr=subprocess.STDOUT,

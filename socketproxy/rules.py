@@ -59,7 +59,7 @@ _VERSION = re.compile(r"/v([0-9]{1,3})\.([0-9]{1,3})(/.*)")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9._~:@/-]*")
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9._~%&=+:/@,-]*")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Docker image references: [domain[:port]/]path[:tag][@digest], or an image id.
 _IMAGE_REF = re.compile(r"[A-Za-z0-9\[][A-Za-z0-9._:/@\[\]-]{0,511}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
@@ -488,7 +488,7 @@ def _container_action(req: _Parsed) -> Decision:
         return Deny(f"{req.method} {req.path[:120]} is not an allowed Docker API call")
     # The orchestrator names a container by its full id or its job name, nothing else: no id
     # prefixes, and no other names (whose existence a 404 would otherwise reveal).
-    if _CONTAINER_ID.fullmatch(ref) is None and CONTAINER_NAME_PATTERN.fullmatch(ref) is None:
+    if CONTAINER_ID.fullmatch(ref) is None and CONTAINER_NAME_PATTERN.fullmatch(ref) is None:
         return Deny("a container is named by its full id or its job name (bigeye-job-...)")
     route, allowed = known
     problem = _params(req, allowed) or _no_body(req)
@@ -587,6 +587,6 @@ def target_violation(info: Mapping[str, Any], policy: Policy) -> str | None:
     if labels.get(LABEL_HOST_ID) != policy.host_id:
         return "the container belongs to another host id"
     container_id = info.get("Id")
-    if not isinstance(container_id, str) or _CONTAINER_ID.fullmatch(container_id) is None:
+    if not isinstance(container_id, str) or CONTAINER_ID.fullmatch(container_id) is None:
         return "the engine's inspect has no container id"
     return None

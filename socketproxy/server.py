@@ -12,10 +12,12 @@ upstream request closed with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import posixpath
 import stat
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +43,10 @@ HEAD_TIMEOUT: Final = 10.0  # from a request's first byte to its last header lin
 BODY_TIMEOUT: Final = 10.0  # the whole body, from the moment the handler starts reading it
 REFUSED_LINGER: Final = 2.0  # a refused connection is read (and dropped) this long, then closed
 MAX_FILTERED_RESPONSE: Final = 1024 * 1024
+# Containers this proxy created under the policy: a container's labels never change, so a call
+# that names one of them by its full id needs no inspect first (one engine call fewer for each
+# start, inspect, logs, wait, stop and remove of a job). The oldest are forgotten beyond this.
+KNOWN_CONTAINERS: Final = 4096
 LOGGED_PATH_CHARS: Final = 300
 # Hop-by-hop headers, and the ones aiohttp sets itself for the downstream response.
 _DROPPED_RESPONSE_HEADERS: Final = frozenset(
@@ -252,6 +258,7 @@ class Proxy:
         self.api_version: tuple[int, int] | None = None
         self._version_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self._created: OrderedDict[str, None] = OrderedDict()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -368,7 +375,9 @@ class Proxy:
                 return self._deny(request, path, f"container create: {problem}")
         try:
             container_id = None
-            if decision.target is not None:
+            if decision.target is not None and decision.target in self._created:
+                container_id = decision.target
+            elif decision.target is not None:
                 checked = await self._check_target(decision, version)
                 if isinstance(checked, rules.Deny):
                     return self._deny(request, path, checked.reason)
@@ -492,6 +501,10 @@ class Proxy:
             )
             if decision.hide_keys:
                 return await self._filtered(upstream, decision.hide_keys)
+            if decision.route == "container.create":
+                return await self._creation(upstream)
+            if decision.route == "container.remove" and upstream.status < 300:
+                self._created.pop(container_id or "", None)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for name, value in upstream.headers.items():
                 if name.lower() not in _DROPPED_RESPONSE_HEADERS:
@@ -517,6 +530,21 @@ class Proxy:
                 return response
             await response.write_eof()
             return response
+
+    async def _creation(self, upstream: aiohttp.ClientResponse) -> web.Response:
+        """The engine's answer to a create the policy admitted, passed on; its id remembered."""
+        payload = await upstream.content.read(MAX_FILTERED_RESPONSE + 1)
+        if len(payload) > MAX_FILTERED_RESPONSE:
+            return deny_response("the engine's answer is too large to read", status=502)
+        headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
+        if upstream.status == 201:
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                created = json.loads(payload).get("Id")
+                if isinstance(created, str) and rules.CONTAINER_ID.fullmatch(created):
+                    self._created[created] = None
+                    while len(self._created) > KNOWN_CONTAINERS:
+                        self._created.popitem(last=False)
+        return web.Response(status=upstream.status, body=payload, headers=headers)
 
     async def _filtered(
         self, upstream: aiohttp.ClientResponse, hidden: tuple[str, ...]

@@ -34,6 +34,7 @@ from orchestrator.contract import (
     JOB_NETWORK,
     LABEL_HOST_ID,
     LABEL_MANAGED,
+    LABEL_RUN_ID,
 )
 from orchestrator.hostconfig import HostConfig
 from orchestrator.version import VERSION
@@ -284,6 +285,46 @@ async def test_the_orchestrators_job_lifecycle_through_the_proxy(live: Live):
     await containers.remove(live.via_proxy, container_id)
     assert await live.state(container_id) is None
     assert await containers.inspect(live.via_proxy, name) is None  # the engine's 404
+
+
+async def test_a_container_the_proxy_created_is_not_inspected_again_before_each_call(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+):
+    """Labels never change: what the proxy created under the policy, named by its full id, is
+    acted on at once; a container made around the proxy, even with this host's labels, and any
+    call by name are still inspected first."""
+    inspected: list[str] = []
+    check = live.proxy._check_target
+
+    async def counting(decision: Any, version: Any) -> Any:
+        inspected.append(decision.target)
+        return await check(decision, version)
+
+    monkeypatch.setattr(live.proxy, "_check_target", counting)
+    await ensure_job_network(live.via_proxy)
+    name, run_id, body = live.plan_and_body({"DEMO_SLEEP_SECONDS": "0", "DEMO_LOG_LINES": "2"})
+    created = await containers.create(live.via_proxy, name, body)
+    assert created is not None
+    await containers.start(live.via_proxy, created)
+    info = await containers.inspect_ours(live.via_proxy, created, live.host_id, run_id)
+    assert info is not None and info["Id"] == created
+    assert inspected == []  # start and inspect by id: no inspect first
+    assert await containers.inspect_ours(live.via_proxy, name, live.host_id, run_id) is not None
+    assert inspected == [name]  # by name: a name can be taken again after a removal
+    await containers.remove(live.via_proxy, created)
+    assert await live.state(created) is None
+    assert created not in live.proxy._created  # removed: forgotten
+
+    labels = {LABEL_MANAGED: "true", LABEL_HOST_ID: live.host_id, LABEL_RUN_ID: "around-1"}
+    around = await live.direct_container(f"bigeye-job-around-{run_id}", labels, run=False)
+    await containers.start(live.via_proxy, around)
+    assert inspected[-1] == around  # not created through the proxy: inspected first
+    denied = {LABEL_MANAGED: "true", LABEL_HOST_ID: "another-host"}
+    foreign = await live.direct_container(f"bigeye-job-foreign-{run_id}", denied, run=False)
+    with pytest.raises(aiodocker.DockerError) as refused:
+        await containers.start(live.via_proxy, foreign)
+    assert refused.value.status == 403
+    assert (await live.state(foreign) or {}).get("Status") == "created"
 
 
 async def test_stop_and_kill_of_a_running_job_container(live: Live):
