@@ -54,6 +54,7 @@ from orchestrator.health import HealthState, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
 from orchestrator.liveness import run_checker
+from orchestrator.memory import release_freed_memory
 from orchestrator.pauses import Outage, pause, until_stopped
 from orchestrator.releases import (
     DRAIN_SETTLE_SECONDS,
@@ -290,6 +291,7 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
         metrics.RUNS_QUEUED.set_function(lambda: gate.waiting)
 
         def on_beat(delivered: bool, status: HostStatus | None) -> None:
+            release_freed_memory()
             health.heartbeat_ok = delivered
             if status is not None:
                 health.docker_ok = status.docker.reachable
