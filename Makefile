@@ -29,12 +29,13 @@ e2e: setup
 	$(VENV)/bin/pytest -q tests/e2e
 
 # Independent test files run side by side (pytest-xdist, 3 workers, a file per worker at a
-# time); restarting the Docker engine stops every container on it, so that test runs last, alone.
+# time); a test that changes what they all share on the engine (restarting it stops every
+# container; removing the job network needs no job on it) runs last, alone.
 PYTEST := $(VENV)/bin/pytest -q -p no:cacheprovider
 test: setup
 	$(MAKE) --no-print-directory lint
-	$(PYTEST) -n 3 --dist loadfile -m "not engine_restart" tests
-	$(PYTEST) -m engine_restart tests
+	$(PYTEST) -n 3 --dist loadfile -m "not alone" tests
+	$(PYTEST) -m alone tests
 
 bench: setup
 	$(PY) -m bench

@@ -186,10 +186,14 @@ def agent_config_dir(agent: str, config: AgentConfig) -> str:
     return config.config_dir if config.config_dir is not None else f"agent_config/{agent}"
 
 
+_LINE_BREAKS = re.compile(r"\s*[\n\r\v\f\x1c-\x1e\x85\u2028\u2029]\s*")
+
+
 def _one_line(path: Path, exc: ValidationError) -> str:
     first = exc.errors()[0]
     loc = ".".join(printable_key(p) for p in first["loc"])
-    msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    # one line, without collapsing the spaces inside a quoted key ('  ' is not ' ')
+    msg = " ".join(_LINE_BREAKS.split(str(first["msg"]).removeprefix("Value error, "))).strip()
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = len(exc.errors()) - 1

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from tests.integration.conftest import agent, container_events, containers_of_host
 from tests.waiting import async_wait_for, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.engine_restart]
+pytestmark = [pytest.mark.integration, pytest.mark.engine_restart, pytest.mark.alone]
 DOCKERD = Path(__file__).resolve().parents[2] / "scripts" / "dockerd.sh"
 
 

@@ -89,6 +89,7 @@ async def test_nonzero_exit_fails_with_code_and_reason(make_host: Any, client: C
     assert result["reason"] == "exited with code 3"
 
 
+@pytest.mark.alone  # no other test's job may hold the network while it is removed
 async def test_a_job_network_pruned_away_is_made_again_at_the_next_start(
     make_host: Any, client: Client
 ) -> None:
@@ -104,7 +105,7 @@ async def test_a_job_network_pruned_away_is_made_again_at_the_next_start(
         _, err = await gone.communicate()
         return gone.returncode == 0 or b"not found" in err  # else: another test's job is on it
 
-    await async_wait_for(removed, 120, f"{JOB_NETWORK} to have no job on it")
+    await async_wait_for(removed, 60, f"{JOB_NETWORK} to have no job on it")
     result = await (
         await host.start_job(client, host.request("datahealth", {"file_name": "a.yml"}))
     ).result()

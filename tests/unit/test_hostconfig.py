@@ -295,3 +295,12 @@ def test_parse_size(value, size):
 def test_parse_size_rejects(value):
     with pytest.raises(ValueError):
         parse_size(value)
+
+
+def test_a_message_keeps_the_spaces_of_a_key_it_quotes(tmp_path: Path) -> None:
+    """One line, but a key of two spaces is shown as two spaces (found by the fuzz test)."""
+    path = tmp_path / "bigeye_agent.yml"
+    with pytest.raises(ConfigError) as refused:
+        parse_host_config("agents:\n  '  ':\n    image: x\n", path)
+    assert "unknown agent type '  ' (expected one of" in str(refused.value)
+    assert str(refused.value).splitlines() == [str(refused.value)]
