@@ -45,6 +45,7 @@ from orchestrator.hostconfig import (
     agent_config_dir,
     load_host_config,
     parse_host_config,
+    printable_value,
 )
 from orchestrator.policy import CONFIG_MOUNT_POINT, REQUIRED_LABELS, structural_violations
 
@@ -558,7 +559,7 @@ def test_one_bad_block_is_refused_in_one_line_naming_it(data: st.DataObject) -> 
             | key_text.filter(lambda k: k not in AGENTS)
         )
         doc["agents"] = {**(doc.get("agents") or {}), name: {"image": "x"}}
-        where = f"agents: unknown agent type {name!r}"
+        where = f"agents: unknown agent type {printable_value(name)}"  # shortened as shown
     elif fault == "agents":
         doc["agents"] = data.draw(non_mappings)
     elif fault in ("orchestrator", "temporal", "registry"):
