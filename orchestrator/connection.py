@@ -36,6 +36,23 @@ def make_runtime(metrics_bind: str | None = None) -> Runtime:
     )
 
 
+METRICS_PORT_TRIES = 5
+
+
+def runtime_with_metrics() -> tuple[Runtime, str | None]:
+    """A runtime serving the SDK's metrics on a free loopback port, and that address. A port
+    found free can be taken before the exporter binds it: another is tried, and after
+    `METRICS_PORT_TRIES` the runtime goes without the SDK's metrics rather than not start."""
+    for _ in range(METRICS_PORT_TRIES):
+        address = free_loopback_address()
+        try:
+            return make_runtime(address), address
+        except ValueError as exc:  # "Failed starting Prometheus exporter: Address already in use"
+            if "Address already in use" not in str(exc):
+                raise
+    return make_runtime(None), None
+
+
 def free_loopback_address() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

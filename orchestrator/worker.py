@@ -32,6 +32,7 @@ from typing import Any
 import aiodocker
 import structlog
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.docker_api import connect as connect_docker
@@ -42,7 +43,7 @@ from activities.runs import JobActivities, Report, ReportTo
 from activities.slots import SlotGate, Waiter, Wake
 from activities.sweeping import Sweeper
 from orchestrator import metrics
-from orchestrator.connection import connect, connect_error, free_loopback_address, make_runtime
+from orchestrator.connection import connect, connect_error, runtime_with_metrics
 from orchestrator.contract import (
     RUN_STATUS_SIGNAL,
     SLOT_SIGNAL,
@@ -232,9 +233,10 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
     `drain`: a retired release finishing the runs on its release queue; no heartbeat, no
     sweeping, no new runs, and it exits once nothing of its version is left (see releases).
     """
-    health = HealthState(sdk_metrics_url=None)
-    sdk_metrics = free_loopback_address()
-    health.sdk_metrics_url = f"http://{sdk_metrics}/metrics"
+    runtime, sdk_metrics = runtime_with_metrics()
+    health = HealthState(sdk_metrics_url=f"http://{sdk_metrics}/metrics" if sdk_metrics else None)
+    if sdk_metrics is None:
+        log.warning("no free loopback port for the Temporal SDK's metrics; /metrics goes without")
     health_servers = await serve_health(settings.health_addr, health, settings.metrics_addr)
     metrics.SLOTS_MAX.set(settings.max_concurrent_jobs)
     stop = asyncio.Event()
@@ -255,7 +257,7 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
         temporal=settings.temporal_address,
         mode="drain" if drain else "run",
     )
-    client = await _until_connected(settings, stop, sdk_metrics)
+    client = await _until_connected(settings, stop, runtime)
     if client is None:
         await stop_health(health_servers)
         return 0
@@ -400,10 +402,8 @@ async def _sweep_after(sweeper: Sweeper, every: float, stop: asyncio.Event) -> N
 
 
 async def _until_connected(
-    settings: Settings, stop: asyncio.Event, sdk_metrics: str | None = None
+    settings: Settings, stop: asyncio.Event, runtime: Runtime
 ) -> Client | None:
-    runtime = make_runtime(sdk_metrics)
-
     async def attempt() -> Client:
         client = await connect(settings, runtime)
         log.info("connected to Temporal", namespace=settings.namespace)
