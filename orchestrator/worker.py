@@ -158,16 +158,24 @@ def host_queue_worker(
     )
 
 
+async def signal_run(
+    client: Client, workflow_id: str, run_id: str, signal: str, *args: Any
+) -> Exception | None:
+    """One signal to one run; what went wrong instead of raising (the run may have ended)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    try:
+        await handle.signal(signal, *args, rpc_timeout=SIGNAL_TIMEOUT)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def slot_waker(client: Client) -> Wake:
     """Tells a waiting run that a slot is held for it; False when the run is gone."""
 
     async def wake(waiter: Waiter) -> bool:
-        handle = client.get_workflow_handle(waiter.workflow_id, run_id=waiter.workflow_run_id)
-        try:
-            await handle.signal(SLOT_SIGNAL, rpc_timeout=SIGNAL_TIMEOUT)
-        except Exception:
-            return False
-        return True
+        failed = await signal_run(client, waiter.workflow_id, waiter.workflow_run_id, SLOT_SIGNAL)
+        return failed is None
 
     return wake
 
@@ -178,12 +186,11 @@ def status_reporter(client: Client) -> Report:
     replaces."""
 
     async def report(to: ReportTo, status: JobStatus) -> None:
-        handle = client.get_workflow_handle(to.workflow_id, run_id=to.run_id)
         body = {**status.model_dump(mode="json"), "sequence": to.sequence}
-        try:
-            await handle.signal(RUN_STATUS_SIGNAL, body, rpc_timeout=SIGNAL_TIMEOUT)
-        except Exception as exc:
-            log.debug("run status not delivered", workflow_id=to.workflow_id, error=describe(exc))
+        failed = await signal_run(client, to.workflow_id, to.run_id, RUN_STATUS_SIGNAL, body)
+        if failed is not None:
+            error = describe(failed)
+            log.debug("run status not delivered", workflow_id=to.workflow_id, error=error)
 
     return report
 

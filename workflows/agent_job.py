@@ -97,8 +97,9 @@ MAX_PULLS = 2  # an image removed again between its pull and the launch: pulled 
 RELEASE_QUEUES = "release-queues-1"
 # Children started since this patch schedule every activity on their own queue, so that each
 # comes back with the workflow task that schedules it (eager activity execution: no round trip
-# to the server, and one worker fewer per queue), and launch with `launch_and_report`, which
-# tells the parent `running` itself: the child no longer wakes up to relay it.
+# to the server, and one worker fewer per queue), and launch and watch in one activity,
+# `run_job`, which tells the parent `running` itself: the child wakes up once, when the job
+# has ended.
 ONE_QUEUE = "one-queue-1"
 
 
@@ -178,7 +179,7 @@ class AgentJobRun:
                 watched = await self._step(
                     JobActivities.watch_container,
                     WatchInput(plan=plan, container_id=launch.container_id),
-                    task_queue=self._queue(watch_queue),
+                    task_queue=watch_queue(workflow.info().task_queue),
                     start_to_close_timeout=self._watch_limit(plan),
                     schedule_to_close_timeout=2 * self._watch_limit(plan),
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -303,7 +304,8 @@ class AgentJobRun:
                 step, arg, task_queue=self._queue(launch_queue), **options
             )
             launch = outcome.launch if isinstance(outcome, Ran) else outcome
-            if isinstance(outcome, Ran) and report_to is not None and launch is not None:
+            if isinstance(outcome, Ran):  # run_job, with `report_to`
+                assert report_to is not None and launch is not None
                 self._watched = outcome.watched
                 if launch.container_id:
                     self._told = (report_to.sequence, "running")  # the launch told the parent
@@ -472,7 +474,8 @@ class AgentJobRun:
         return own if self._one_queue else sibling(own)
 
     def _report_to(self) -> ReportTo | None:
-        """Where `launch_and_report` tells the parent `running`: the next signal's number."""
+        """Where `run_job` tells the parent `running`: the next signal's number (ONE_QUEUE
+        runs, which are children, only)."""
         parent = workflow.info().parent
         if not self._one_queue or parent is None:
             return None

@@ -43,14 +43,17 @@ def lines_of(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
 
 
+def log_both_ways(message: str, fd: str) -> None:
+    """The same job line through structlog's usual chain, then through `output_logger`."""
+    structlog.get_logger("bigeye.orchestrator.job").bind(**CONTEXT).info(
+        message, stream="agent", fd=fd
+    )
+    logs.output_logger("bigeye.orchestrator.job", **CONTEXT).info(message, stream="agent", fd=fd)
+
+
 def test_a_job_line_in_json_has_the_same_keys_and_values(stdout: io.StringIO) -> None:
     configure("json", stdout)
-    structlog.get_logger("bigeye.orchestrator.job").bind(**CONTEXT).info(
-        'line 1 \u00e9 "quoted"', stream="agent", fd="stdout"
-    )
-    logs.output_logger("bigeye.orchestrator.job", **CONTEXT).info(
-        'line 1 \u00e9 "quoted"', stream="agent", fd="stdout"
-    )
+    log_both_ways('line 1 \u00e9 "quoted"', "stdout")
     via_stdlib, direct = (json.loads(line) for line in lines_of(stdout))
     assert list(direct) == list(via_stdlib)
     via_stdlib.pop("timestamp"), direct.pop("timestamp")
@@ -61,12 +64,7 @@ def test_a_job_line_in_json_has_the_same_keys_and_values(stdout: io.StringIO) ->
 
 def test_a_job_line_for_people_reads_the_same(stdout: io.StringIO) -> None:
     configure("console", stdout)
-    structlog.get_logger("bigeye.orchestrator.job").bind(**CONTEXT).info(
-        "line 2", stream="agent", fd="stderr"
-    )
-    logs.output_logger("bigeye.orchestrator.job", **CONTEXT).info(
-        "line 2", stream="agent", fd="stderr"
-    )
+    log_both_ways("line 2", "stderr")
     stamp = re.compile(r"^\S+ ")
     via_stdlib, direct = (stamp.sub("", line) for line in lines_of(stdout))
     assert direct == via_stdlib
