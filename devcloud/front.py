@@ -64,19 +64,6 @@ def _common_name(peercert: Any) -> str | None:
     return None
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 class TemporalFront:
     """TLS-terminating TCP forwarder to `upstream` (the dev server on loopback)."""
 
@@ -100,17 +87,10 @@ class TemporalFront:
         self._context = build_context(self._cert_file, self._key_file, client_ca_pem)
         log.info("front_client_ca_changed", trusted=client_ca_pem is not None)
 
-    async def start(self, hosts: list[str], port: int) -> list[str]:
-        """Listen on each host (the first must succeed, later ones may fail with a warning)."""
-        for index, host in enumerate(hosts):
-            try:
-                sock = listening_socket(host, port)
-            except OSError as exc:
-                if index == 0:
-                    raise
-                log.warning("front_listen_failed", address=f"{host}:{port}", reason=str(exc))
-                continue
-            address = f"{host}:{port}"
+    async def start(self, listeners: dict[str, socket.socket]) -> list[str]:
+        """Serve on the bound sockets by host (see `devcloud.listeners`); owns them from now."""
+        for host, sock in listeners.items():
+            address = f"{host}:{sock.getsockname()[1]}"
             task = asyncio.create_task(self._accept(sock, address), name=f"front-{address}")
             self._listeners.append((sock, task))
             self.addresses.append(address)

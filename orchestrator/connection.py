@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -17,6 +16,7 @@ from temporalio.runtime import (
 )
 from temporalio.service import TLSConfig
 
+from orchestrator.ports import LOOPBACK, free_port
 from orchestrator.settings import Settings, SettingsError
 
 
@@ -54,9 +54,7 @@ def runtime_with_metrics() -> tuple[Runtime, str | None]:
 
 
 def free_loopback_address() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+    return f"{LOOPBACK}:{free_port()}"
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

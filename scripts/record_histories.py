@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,14 +29,10 @@ from typing import Any
 import yaml
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
+from orchestrator.ports import free_port
+
 BIN = Path(sys.executable).parent
 DEMO = "bigeye-demo-agent:dev"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def host_dir(root: Path, host_id: str, agents: dict[str, Any]) -> Path:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
+from orchestrator.ports import free_port
 from tests.waiting import wait_for
 
 DEMO_IMAGE = "bigeye-demo-agent:dev"
@@ -34,12 +34,6 @@ def agent(**overrides: Any) -> dict[str, Any]:
     """An agent entry running the demo image: quick unless `env` says otherwise."""
     env = {**FAST, **overrides.pop("env", {})}
     return {"image": DEMO_IMAGE, "env": env, "memory": "128m", **overrides}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +50,8 @@ class TemporalServer:
     def __init__(self, directory: Path) -> None:
         self.db = directory / "temporal.db"
         self.log_path = directory / "temporal.log"
-        self.port, self.ui_port = free_port(), free_port()
+        self.port = free_port()
+        self.ui_port = free_port(exclude=frozenset({self.port}))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
-from tests.integration.conftest import TemporalServer, agent, free_port
+from orchestrator.ports import free_port
+from tests.integration.conftest import TemporalServer, agent
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
