@@ -9,16 +9,25 @@ import socket
 from pathlib import Path
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
-from devcloud import listeners, server, state
+from devcloud import listeners, server, state, temporal_server
 from devcloud.temporal_server import probe
 from orchestrator.ports import LOOPBACK
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(autouse=True)
+def fresh_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module's logger may be cached under another test's logging configuration."""
+    monkeypatch.setattr(server, "log", structlog.get_logger("devcloud.server"))
+    monkeypatch.setattr(temporal_server, "log", structlog.get_logger("devcloud.temporal"))
+
+
 async def test_a_temporal_port_taken_before_the_dev_server_binds_it_moves_the_server(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     with socket.socket() as taken:
         taken.bind((LOOPBACK, 0))
@@ -30,7 +39,8 @@ async def test_a_temporal_port_taken_before_the_dev_server_binds_it_moves_the_se
         )
         never = asyncio.create_task(asyncio.Event().wait())
         try:
-            temporal = await server._start_temporal(tmp_path, config, bound, never, 60)
+            with capture_logs() as logged:
+                temporal = await server._start_temporal(tmp_path, config, bound, never, 60)
             assert temporal is not None
             try:
                 moved = temporal.config
@@ -43,12 +53,12 @@ async def test_a_temporal_port_taken_before_the_dev_server_binds_it_moves_the_se
         finally:
             never.cancel()
             bound.close()
-    out = capsys.readouterr().out
-    assert "temporal_port_taken" in out and f"port={held}" in out.replace('"', "")
+    [moving] = [e for e in logged if e["event"] == "temporal_port_taken"]
+    assert moving["port"] == held and moving["attempt"] == 1
 
 
 async def test_a_dev_server_that_fails_for_another_reason_is_not_started_again(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
 ) -> None:
     unreadable = tmp_path / "no-such-dir" / "temporal.db"
     config = dataclasses.replace(server.server_config(tmp_path), db_file=unreadable)
@@ -57,9 +67,10 @@ async def test_a_dev_server_that_fails_for_another_reason_is_not_started_again(
     )
     never = asyncio.create_task(asyncio.Event().wait())
     try:
-        with pytest.raises(server.DevcloudError, match="while starting"):
+        with capture_logs() as logged, pytest.raises(server.DevcloudError, match="while starting"):
             await server._start_temporal(tmp_path, config, bound, never, 60)
     finally:
         never.cancel()
         bound.close()
-    assert "temporal_port_taken" not in capsys.readouterr().out
+    assert [e["event"] for e in logged if e["event"] == "temporal_port_taken"] == []
+    assert any(e["event"] == "temporal_starting" for e in logged)

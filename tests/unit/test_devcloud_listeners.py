@@ -4,6 +4,8 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from devcloud import listeners
 from devcloud.errors import DevcloudError
@@ -81,13 +83,17 @@ def test_a_port_taken_on_the_gateway_only_moves_the_front_to_another(reserved):
         assert bound.front_port != taken and bound.gateway == ALSO_LOOPBACK
 
 
-def test_a_gateway_this_machine_lacks_leaves_loopback_serving(reserved, capsys):
-    bound = listeners.reserve(
-        gateway=NOT_HERE, previous_api=None, previous_front=None, exclude=frozenset()
-    )
+def test_a_gateway_this_machine_lacks_leaves_loopback_serving(reserved, monkeypatch):
+    # A fresh logger: the module's may be cached under another test's logging configuration.
+    monkeypatch.setattr(listeners, "log", structlog.get_logger("devcloud.listeners"))
+    with capture_logs() as logged:
+        bound = listeners.reserve(
+            gateway=NOT_HERE, previous_api=None, previous_front=None, exclude=frozenset()
+        )
     reserved.append(bound)
     assert list(bound.front) == [LOOPBACK] and bound.gateway is None
-    assert "front_listen_failed" in capsys.readouterr().out
+    [warning] = [e for e in logged if e["event"] == "front_listen_failed"]
+    assert warning["address"] == f"{NOT_HERE}:{bound.front_port}"
 
 
 def test_no_port_at_all_is_one_clear_error(monkeypatch):
