@@ -101,6 +101,10 @@ RELEASE_QUEUES = "release-queues-1"
 # `run_job`, which tells the parent `running` itself: the child wakes up once, when the job
 # has ended.
 ONE_QUEUE = "one-queue-1"
+# Children started since this patch do not tell the parent `queued` when nothing was told
+# before: the parent shows `queued` from its start. A run that waits for a slot saves a signal
+# and the two workflow tasks it cost (the parent's, and the child's for the sent signal).
+QUIET_QUEUE = "quiet-queue-1"
 
 
 @workflow.defn(name=JOB_WORKFLOW_TYPE)
@@ -488,6 +492,9 @@ class AgentJobRun:
         parent = workflow.info().parent
         sent, last = self._told
         if parent is None or not tell or phase == last:
+            return
+        if phase == "queued" and last is None and workflow.patched(QUIET_QUEUE):
+            self._told = (sent, phase)  # what the parent shows already
             return
         self._told = (sent + 1, phase)
         handle = workflow.get_external_workflow_handle(parent.workflow_id, run_id=parent.run_id)

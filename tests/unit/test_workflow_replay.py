@@ -39,7 +39,9 @@ WAYS = {
 FEWER = "fewer-round-trips-1"
 RELEASE = "release-queues-1"
 ONE_QUEUE = "one-queue-1"
-HANDING_OVER = ("release_queues", "one_queue")  # the recordings of runs with children
+QUIET_QUEUE = "quiet-queue-1"
+HANDING_OVER = ("release_queues", "one_queue", "quiet_queue")  # recordings of runs with children
+QUEUED = {"canceled_while_queued", "timed_out_after_queue"}  # the ways that waited for a slot
 
 
 def expected_patches(stem: str) -> set[str]:
@@ -47,7 +49,8 @@ def expected_patches(stem: str) -> set[str]:
     `.release_queues`: runs that handed their work to a child on their release's queue, and
     `.release_queues.child` that child; `.one_queue.child`: a child that schedules every activity
     on its own queue and whose launch tells the parent `running` (its parent, `.one_queue`, is
-    the same as before). An invalid request
+    the same as before); `.quiet_queue.child`: a child that, when it waits for a slot, does not
+    tell its parent `queued`, which the parent shows from its start. An invalid request
     fails before any patch is looked at; a run canceled on arrival does what little is left
     itself, on the host queue."""
     way, _, path = stem.partition(".")
@@ -57,6 +60,8 @@ def expected_patches(stem: str) -> set[str]:
         return {FEWER}
     if path == "one_queue.child":
         return {FEWER, ONE_QUEUE}
+    if path == "quiet_queue.child":
+        return {FEWER, ONE_QUEUE} | ({QUIET_QUEUE} if way in QUEUED else set())
     if path in HANDING_OVER:
         # a cancel sent right after the start may come before or after the first task
         handed_over = (HERE / f"{way}.{path}.child.json").exists()
