@@ -37,15 +37,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
 @dataclass
 class Listeners:
     api: socket.socket
-    front: dict[str, socket.socket] = field(default_factory=dict)  # by host, loopback last
+    front: dict[str, socket.socket]  # by host, loopback last
+    # kept as numbers: the state file is written after the services closed the sockets
+    api_port: int = field(init=False)
+    front_port: int = field(init=False)
 
-    @property
-    def api_port(self) -> int:
-        return int(self.api.getsockname()[1])
-
-    @property
-    def front_port(self) -> int:
-        return int(next(iter(self.front.values())).getsockname()[1])
+    def __post_init__(self) -> None:
+        self.api_port = int(self.api.getsockname()[1])
+        self.front_port = int(self.front[LOOPBACK].getsockname()[1])
 
     @property
     def gateway(self) -> str | None:
@@ -108,7 +107,8 @@ def reserve(
     api = _bind_api(previous_api, exclude)
     try:
         taken = exclude | {int(api.getsockname()[1])}
-        return Listeners(api=api, front=_bind_front(previous_front, gateway, taken))
+        front = _bind_front(previous_front, gateway, taken)
     except BaseException:
         api.close()
         raise
+    return Listeners(api=api, front=front)

@@ -55,17 +55,12 @@ def _install_stop_handlers(stop: asyncio.Event) -> list[signal.Signals]:
     return installed
 
 
-def server_config(
-    state_dir: Path,
-    namespace: str = DEFAULT_NAMESPACE,
-    *,
-    exclude: frozenset[int] = frozenset(),
-) -> DevServerConfig:
+def server_config(state_dir: Path, namespace: str = DEFAULT_NAMESPACE) -> DevServerConfig:
     """The dev server's command line, reusing the previous run's ports when they are free."""
     binary = find_temporal_binary()
     previous = state.read_server_state(state_dir)
-    port = pick_port(previous.temporal_port, exclude=exclude)
-    ui_port = pick_port(previous.temporal_ui_port, exclude=exclude | {port})
+    port = pick_port(previous.temporal_port)
+    ui_port = pick_port(previous.temporal_ui_port, exclude=frozenset({port}))
     return DevServerConfig(
         binary=binary,
         db_file=state_dir / state.TEMPORAL_DB_FILE,
@@ -93,17 +88,19 @@ def serve(state_dir: Path, *, ready_timeout: float = READY_TIMEOUT_SECONDS) -> i
 async def _serve(state_dir: Path, config: DevServerConfig, ready_timeout: float) -> int:
     stop = asyncio.Event()
     signals = _install_stop_handlers(stop)
-    previous = state.read_server_state(state_dir)
-    bound = listeners.reserve(
-        gateway=await bridge_gateway(),
-        previous_api=previous.api_port,
-        previous_front=previous.front_port,
-        exclude=frozenset({config.port, config.ui_port}),
-    )
     try:
-        return await _serve_until_stopped(state_dir, config, bound, stop, ready_timeout)
+        previous = state.read_server_state(state_dir)
+        bound = listeners.reserve(
+            gateway=await bridge_gateway(),
+            previous_api=previous.api_port,
+            previous_front=previous.front_port,
+            exclude=frozenset({config.port, config.ui_port}),
+        )
+        try:
+            return await _serve_until_stopped(state_dir, config, bound, stop, ready_timeout)
+        finally:
+            bound.close()  # the services close what they took; this covers an early exit
     finally:
-        bound.close()  # the services close what they took; this covers an early exit
         loop = asyncio.get_running_loop()
         for sig in signals:
             loop.remove_signal_handler(sig)

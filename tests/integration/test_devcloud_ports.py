@@ -15,6 +15,7 @@ from structlog.testing import capture_logs
 from devcloud import listeners, server, state, temporal_server
 from devcloud.temporal_server import probe
 from orchestrator.ports import LOOPBACK
+from tests.e2e.conftest import start_cloud, stop_cloud
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,24 @@ async def test_a_dev_server_that_fails_for_another_reason_is_not_started_again(
         bound.close()
     assert [e["event"] for e in logged if e["event"] == "temporal_port_taken"] == []
     assert any(e["event"] == "temporal_starting" for e in logged)
+
+
+def test_a_stopped_cloud_records_it_and_a_restart_keeps_every_address(tmp_path: Path) -> None:
+    """The state file is written after the services closed their sockets: the ports it keeps
+    come from the reservation, and the next start binds the same ones again."""
+    first = start_cloud(tmp_path)
+    addresses = {key: first.endpoints[key] for key in ("api_url", "temporal_address")}
+    stop_cloud(first)
+    assert first.proc.returncode == 0, (tmp_path / "server.log").read_text()[-2000:]
+    stopped = state.read_server_state(tmp_path)
+    assert stopped.temporal_pid is None
+    assert addresses["api_url"].endswith(f":{stopped.api_port}")
+    assert addresses["temporal_address"].endswith(f":{stopped.front_port}")
+    assert not (tmp_path / "endpoints.json").exists()
+
+    second = start_cloud(tmp_path)
+    try:
+        assert {key: second.endpoints[key] for key in addresses} == addresses
+    finally:
+        stop_cloud(second)
+    assert second.proc.returncode == 0, (tmp_path / "server.log").read_text()[-2000:]
