@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from devcloud.errors import DevcloudError
-from orchestrator.ports import LOOPBACK, free_port
+from devcloud.temporal_server import pick_port
+from orchestrator.ports import LOOPBACK
 
 log = structlog.get_logger("devcloud.listeners")
 
@@ -63,7 +64,7 @@ def _candidates(preferred: int | None, exclude: frozenset[int]) -> list[int | No
 
 def _bind_api(preferred: int | None, exclude: frozenset[int]) -> socket.socket:
     for candidate in _candidates(preferred, exclude):
-        port = candidate or free_port(exclude=exclude)
+        port = candidate or pick_port(exclude=exclude)
         with contextlib.suppress(OSError):
             return listening_socket(LOOPBACK, port)
     raise DevcloudError(f"no TCP port free on {LOOPBACK} for the API")
@@ -76,7 +77,7 @@ def _bind_front(
     this machine does not have is left out with a warning: loopback still serves local
     clients."""
     for candidate in _candidates(preferred, exclude):
-        port = candidate or free_port(exclude=exclude)
+        port = candidate or pick_port(exclude=exclude)
         bound: dict[str, socket.socket] = {}
         try:
             if gateway:

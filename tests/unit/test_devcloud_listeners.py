@@ -101,7 +101,7 @@ def test_no_port_at_all_is_one_clear_error(monkeypatch):
         held.bind((LOOPBACK, 0))
         held.listen()
         taken = held.getsockname()[1]
-        monkeypatch.setattr(listeners, "free_port", lambda **_: taken)
+        monkeypatch.setattr(listeners, "pick_port", lambda **_: taken)
         with pytest.raises(DevcloudError, match=r"no TCP port free on 127\.0\.0\.1 for the API"):
             listeners.reserve(
                 gateway=None, previous_api=None, previous_front=None, exclude=frozenset()

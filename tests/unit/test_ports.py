@@ -33,14 +33,17 @@ def test_a_free_port_is_outside_the_ephemeral_range_and_free():
 
 def test_a_port_held_by_a_listener_or_excluded_is_never_chosen(monkeypatch):
     with socket.socket() as held:
-        held.bind((ports.LOOPBACK, 20000))
+        # a port no other process holds (a fixed one might be another test's)
+        held.bind((ports.LOOPBACK, ports.free_port()))
         held.listen()
-        monkeypatch.setattr(ports, "ephemeral_range", lambda: (20002, 65535))
-        monkeypatch.setattr(ports, "LOWEST_PORT", 20000)
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(ports, "ephemeral_range", lambda: (taken + 2, 65535))
+        monkeypatch.setattr(ports, "LOWEST_PORT", taken)
         monkeypatch.setattr(ports, "MIN_CHOICE", 2)
-        # 20000 is held, 20001 excluded: nothing is left outside the range, so the kernel chooses
-        port = ports.free_port(exclude=frozenset({20001}))
-        assert port not in (20000, 20001)
+        # `taken` is held, the next excluded: nothing is left outside the range, so the kernel
+        # chooses
+        port = ports.free_port(exclude=frozenset({taken + 1}))
+        assert port not in (taken, taken + 1)
 
 
 def test_without_room_outside_the_ephemeral_range_the_kernel_chooses(monkeypatch):
