@@ -111,7 +111,7 @@ class Orchestrator:
             env={
                 **os.environ,
                 "BIGEYE_AGENT_CONFIG": str(self.config),
-                "BIGEYE_HEALTH_ADDR": f"127.0.0.1:{pick_port()}",
+                "BIGEYE_HEALTH_ADDR": "127.0.0.1:0",  # any free port: nothing reads it
                 "BIGEYE_LOG_FORMAT": "json",
                 "BIGEYE_MAX_CONCURRENT_JOBS": str(slots),
             },

@@ -96,7 +96,14 @@ async def _reach_docker(settings: Settings) -> list[str]:
 
 def healthcheck(env: Mapping[str, str] | None = None, show: bool = False) -> int:
     env = os.environ if env is None else env
-    host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
+    try:
+        host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        print("orchestrator not ready: healthcheck needs BIGEYE_HEALTH_ADDR with a fixed port, "
+              f"not {env.get('BIGEYE_HEALTH_ADDR')!r}", file=sys.stderr)  # fmt: skip
+        return 1
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     try:

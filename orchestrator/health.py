@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 
 from orchestrator import metrics
+from orchestrator.settings import SettingsError
 from orchestrator.version import VERSION
 
 SDK_SCRAPE_TIMEOUT = aiohttp.ClientTimeout(total=2)
@@ -81,20 +83,38 @@ async def serve_health(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
-    runners = [await _start(app, addr)]
+    runners = [await _start(app, addr, "BIGEYE_HEALTH_ADDR")]
     if metrics_addr:
         scrape = web.Application()
         scrape.router.add_get("/metrics", metrics_view)
-        runners.append(await _start(scrape, metrics_addr))
+        try:
+            runners.append(await _start(scrape, metrics_addr, "BIGEYE_METRICS_ADDR"))
+        except SettingsError:
+            await stop_health(runners)
+            raise
     return runners
 
 
-async def _start(app: web.Application, addr: str) -> web.AppRunner:
+async def _start(app: web.Application, addr: str, setting: str) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, port = split_addr(addr)
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise SettingsError(
+            f"{setting} {addr}: cannot listen there ({reason}); "
+            "set it to a free port, or stop what holds this one"
+        ) from None
     return runner
+
+
+def listening_at(runner: web.AppRunner) -> str:
+    """Where a runner listens: the port the system chose when the setting said port 0."""
+    host, port = runner.addresses[0][:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def stop_health(runners: list[web.AppRunner]) -> None:

@@ -90,8 +90,10 @@ def _address(env: Mapping[str, str], name: str) -> str | None:
     if not raw:
         return None
     _, sep, port = raw.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{name} {raw!r} must be HOST:PORT, like 0.0.0.0:9464")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise SettingsError(
+            f"{name} {raw!r} must be HOST:PORT, like 0.0.0.0:9464 (port 0: any free port)"
+        )
     return raw
 
 
@@ -152,7 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostC
         namespace=namespace,
         tls=tls,
         docker_host=env.get("DOCKER_HOST") or None,
-        health_addr=env.get("BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR,
+        health_addr=_address(env, "BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR,
         metrics_addr=_address(env, "BIGEYE_METRICS_ADDR"),
         log_format=log_format,
         max_concurrent_jobs=max_jobs,

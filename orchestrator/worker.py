@@ -51,7 +51,7 @@ from orchestrator.contract import (
     JobStatus,
     task_queue,
 )
-from orchestrator.health import HealthState, serve_health, stop_health
+from orchestrator.health import HealthState, listening_at, serve_health, stop_health
 from orchestrator.heartbeat import heartbeat_loop
 from orchestrator.hostconfig import ConfigError
 from orchestrator.liveness import run_checker
@@ -263,6 +263,8 @@ async def run_daemon(settings: Settings, drain: bool = False) -> int:
         version=VERSION,
         temporal=settings.temporal_address,
         mode="drain" if drain else "run",
+        health=listening_at(health_servers[0]),
+        metrics=listening_at(health_servers[1]) if len(health_servers) > 1 else None,
     )
     client = await _until_connected(settings, stop, runtime)
     if client is None:

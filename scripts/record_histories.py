@@ -46,7 +46,7 @@ def host_dir(root: Path, host_id: str, agents: dict[str, Any]) -> Path:
 
 def orchestrator(directory: Path, address: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, BIGEYE_AGENT_CONFIG=str(directory / "bigeye_agent.yml"),
-               BIGEYE_TEMPORAL_ADDRESS=address, BIGEYE_HEALTH_ADDR=f"127.0.0.1:{free_port()}",
+               BIGEYE_TEMPORAL_ADDRESS=address, BIGEYE_HEALTH_ADDR="127.0.0.1:0",
                BIGEYE_LOG_FORMAT="json")  # fmt: skip
     log = open(directory / "orchestrator.log", "wb")
     return subprocess.Popen([str(BIN / "bigeye-orchestrator"), "run"], env=env, stdout=log,

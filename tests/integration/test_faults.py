@@ -589,7 +589,7 @@ async def test_docker_and_temporal_away_at_start_up_are_waited_for_without_a_cra
         )
         host.start(wait=False)
         wait_for(lambda: "cannot connect to Temporal; retrying" in host.logs(), 30, "a retry")
-        server.start()
+        server.start(may_move=False)  # the host was told this address
         wait_for(lambda: "cannot reach Docker; retrying" in host.logs(), 60, "Docker's retry")
         assert host.proc is not None and host.proc.poll() is None, "no crash"
         relay.start()

@@ -13,7 +13,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
-from orchestrator.ports import free_port
 from tests.integration.conftest import TemporalServer, agent
 from tests.waiting import wait_for
 
@@ -44,11 +43,11 @@ def readiness(address: str) -> tuple[int, dict[str, Any]]:
 
 
 async def test_metrics_count_the_runs_this_test_ran(make_host: Any, client: Client) -> None:
-    metrics_addr = f"127.0.0.1:{free_port()}"
     host = make_host(
         {"datahealth": agent(), "external_monitors": agent(env={"DEMO_EXIT_CODE": "3"})},
-        BIGEYE_METRICS_ADDR=metrics_addr,
+        BIGEYE_METRICS_ADDR="127.0.0.1:0",
     )
+    metrics_addr = host.listening("metrics")
     for request in (
         host.request("datahealth", {"file_name": "a"}),
         host.request("datahealth", {"file_name": "b"}),
@@ -80,13 +79,13 @@ async def test_metrics_count_the_runs_this_test_ran(make_host: Any, client: Clie
 async def test_readiness_follows_temporal_away_and_back(
     make_host: Any, own_temporal: TemporalServer
 ) -> None:
-    health = f"127.0.0.1:{free_port()}"
-    make_host(
+    host = make_host(
         {"datahealth": agent()},
         temporal=own_temporal.address,
-        BIGEYE_HEALTH_ADDR=health,
+        BIGEYE_HEALTH_ADDR="127.0.0.1:0",
         BIGEYE_HEARTBEAT_SECONDS="1",
     )
+    health = host.listening("health")
     wait_for(lambda: readiness(health)[0] == 200, 30, "ready")
     _, body = readiness(health)
     assert body == {"ready": True, "polling": True, "docker": body["docker"],
@@ -99,5 +98,5 @@ async def test_readiness_follows_temporal_away_and_back(
     assert time.monotonic() - stopped < 4, time.monotonic() - stopped
     assert readiness(health)[1]["heartbeat_delivered"] is False
 
-    own_temporal.start()
+    own_temporal.start(may_move=False)  # back where the host expects it
     wait_for(lambda: readiness(health)[0] == 200, 60, "ready again once Temporal is back")

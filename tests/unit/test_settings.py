@@ -178,6 +178,19 @@ def test_bad_max_concurrent_jobs(config, value):
     assert "BIGEYE_MAX_CONCURRENT_JOBS" in message
 
 
+@pytest.mark.parametrize("name", ["BIGEYE_HEALTH_ADDR", "BIGEYE_METRICS_ADDR"])
+@pytest.mark.parametrize("value", ["9464", "localhost", "127.0.0.1:x", "127.0.0.1:65536", ":-1"])
+def test_a_listen_address_that_is_not_host_port_names_the_variable(config, name, value):
+    message = settings_error(env_for(config, **{name: value}))
+    assert message.startswith(f"{name} {value!r} must be HOST:PORT"), message
+
+
+@pytest.mark.parametrize("name", ["BIGEYE_HEALTH_ADDR", "BIGEYE_METRICS_ADDR"])
+def test_port_zero_asks_for_any_free_port(config, name):
+    settings, _ = load_settings(env=env_for(config, **{name: "127.0.0.1:0"}))
+    assert getattr(settings, name.removeprefix("BIGEYE_").lower()) == "127.0.0.1:0"
+
+
 def test_bad_log_format(config):
     assert "BIGEYE_LOG_FORMAT" in settings_error(env_for(config, BIGEYE_LOG_FORMAT="xml"))
 
