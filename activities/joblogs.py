@@ -14,6 +14,7 @@ away before anyone read it is reported as lost, in one line, never skipped silen
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from typing import Any
 
@@ -23,6 +24,7 @@ from activities import containers
 from activities.agents import LOG_MAX_SIZE
 from activities.docker_api import is_unreachable
 from activities.logstream import (
+    Entry,
     JumpWatch,
     LineReader,
     LogLine,
@@ -81,6 +83,7 @@ class OutputForwarder:
         watch.new_read(time.time_ns())
         first = since is not None
         stream = containers.log_entries(self.docker, self.container_id, since=since, follow=follow)
+        previous: Entry | None = None
         async with contextlib.aclosing(stream):
             async for entry in stream:
                 stamp = entry.timestamp
@@ -91,34 +94,48 @@ class OutputForwarder:
                         if horizon is not None:
                             self._lost(horizon, stamp)
                     before = watch.step(stamp, time.time_ns()) if follow else None
-                    if before is not None and not await self._contiguous(before):
+                    if (
+                        before is not None
+                        and previous is not None
+                        and not await self._contiguous(previous, entry)
+                    ):
                         self.jlog.info("job output read again", after=before, next=stamp)
                         self.jumped = True
                         return False
                     self.jumped = False
+                    previous = entry
                 for line in reader.feed(entry):
                     self._emit(line)
         return True
 
-    async def _contiguous(self, after: str) -> bool:
-        """Whether the log holds too few entries from `after` on for a rotated file to fit."""
-        count = 0
+    async def _contiguous(self, previous: Entry, entry: Entry) -> bool:
+        """Whether `entry` follows `previous` in the log, as the stream sent them.
+
+        The probe reads the log's last entries from `previous` on. When they are all of them
+        (fewer than a probe reads), the log says exactly what follows `previous`: the engine
+        may have skipped the unread end of a file, not only whole files. When they are not,
+        the read from the cursor settles it.
+        """
+        assert previous.timestamp is not None
+        held: list[Entry] = []
         probe = containers.log_entries(
             self.docker,
             self.container_id,
-            since=docker_since(after),
+            since=docker_since(previous.timestamp),
             follow=False,
             tail=PROBE_ENTRIES,
         )
         try:
             async with contextlib.aclosing(probe):
-                async for _ in probe:
-                    count += 1
+                async for found in probe:
+                    held.append(found)
         except Exception as exc:
             if is_unreachable(exc) or isinstance(exc, aiodocker.DockerError):
                 return False  # unknown: the read from the cursor settles it
             raise
-        return count < PROBE_ENTRIES
+        if len(held) >= PROBE_ENTRIES:
+            return False
+        return any(a == previous and b == entry for a, b in itertools.pairwise(held))
 
     def _lost(self, after: str, before: str) -> None:
         metrics.LOG_GAPS.inc()

@@ -13,12 +13,13 @@ last entry of the last line forwarded and how many entries of that stream carry 
 
 The json-file driver's follow reader (Docker 20.10) is not exact across a log rotation: when it
 is a whole file behind the writer as a file is rotated, it reopens the log by name and skips
-the rotated file in between; when it is caught up, it sometimes sends the first entries of the
-new file twice. A read without follow (or the start of a followed one, which reads every file
-the engine still holds) has neither fault. `JumpWatch` finds where a followed stream may have
-skipped, `probe_entries` says how few entries rule a skip out, and the reader drops the
-entries sent twice. What the engine rotated away before anyone read it is gone: a resumed read
-that starts after the cursor's horizon says so (`LineReader.lost_before`).
+the rotated file in between (and, seen once, the unread end of the file it was in); when it
+is caught up, it sometimes sends the first entries of the new file twice. A read without
+follow (or the start of a followed one, which reads every file the engine still holds) has
+neither fault. `JumpWatch` finds where a followed stream may have skipped, a probe of the
+log's last entries (`probe_entries` of them) settles it when they reach back that far, and the
+reader drops the entries sent twice. What the engine rotated away before anyone read it is
+gone: a resumed read that starts after the cursor's horizon says so (`LineReader.lost_before`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ RESUME_MARGIN_NS = 1_000_000_000
 # A followed stream that skipped a rotated file shows two consecutive entries written further
 # apart than they arrived: the skipped file was written in between while the reader was behind.
 # Docker's json-file writer fills a 10 MB file in 70 ms at best here (about 140 MB/s); a
-# threshold well below that catches every skip, and a false alarm costs one probe (~1 ms).
+# threshold well below that catches every whole-file skip, and a false alarm costs one probe
+# (~1 ms) when the reader is caught up. A skipped end of a file that took less than this to
+# write passes unflagged; a lower threshold would flag hundreds of a fast writer's pauses per
+# 100 MB, and a flag while behind costs a read from the cursor.
 JUMP_NS = 20_000_000
 # The most one entry takes in a json-file log: a 16 KiB piece of a line, every byte escaped
 # (\u00XX is six bytes for one), plus the keys, the stream, the time and any attributes.
@@ -235,7 +239,8 @@ def probe_entries(max_file_bytes: int) -> int:
     """How many of the log's last entries a probe reads after a suspected jump.
 
     Fewer entries than this, counted from the entry before the jump to the end of the log,
-    cannot hold a whole rotated file (at least `max_file_bytes`): the stream did not skip one.
+    cannot hold a whole rotated file (at least `max_file_bytes`), and are every entry after it:
+    they say exactly which entry follows it.
     """
     return -(-max_file_bytes // MAX_ENTRY_BYTES)
 

@@ -124,6 +124,20 @@ async def test_a_job_that_paused_while_the_reader_was_behind_is_not_read_again(m
     assert [e for e in log.events if e[1] == "job output read again"] == []
 
 
+async def test_a_skipped_end_of_a_file_is_read_again_though_a_probe_holds_the_rest(monkeypatch):
+    # The follow reader skipped lines 6-8, the unread end of a file, not a whole file: the
+    # probe reads every entry from line 5 on, and line 9 does not follow line 5 there.
+    now = time.time_ns()
+    before, after = numbered(1, 8, now - 10_000_000_000), numbered(9, 4, now - 1_000_000)
+    engine = Engine(before + after, before[:5] + after)
+    log, reader = await forward(engine, monkeypatch)
+    assert log.numbers == list(range(1, 13))
+    assert engine.reads == ["follow", "probe", "since"]
+    (reread,) = [e for e in log.events if e[1] == "job output read again"]
+    assert reread[2] == {"after": before[4].timestamp, "next": after[0].timestamp}
+    assert reader.gaps == 0
+
+
 async def test_output_rotated_away_before_it_was_read_is_reported_lost(monkeypatch):
     now = time.time_ns()
     files = [
