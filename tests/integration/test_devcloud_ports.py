@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(autouse=True)
-def fresh_logger(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The module's logger may be cached under another test's logging configuration."""
+def fresh_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """structlog as it comes, with loggers made under it: another test's configuration in this
+    process may filter below `warning` (devcloud's own does), which `capture_logs` keeps, and
+    a module's logger may be cached under it."""
+    saved = structlog.get_config()
+    structlog.reset_defaults()
     monkeypatch.setattr(server, "log", structlog.get_logger("devcloud.server"))
     monkeypatch.setattr(temporal_server, "log", structlog.get_logger("devcloud.temporal"))
+    yield
+    structlog.configure(**saved)
 
 
 async def test_a_temporal_port_taken_before_the_dev_server_binds_it_moves_the_server(
