@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import socket
 from dataclasses import dataclass
 
 import aiohttp
@@ -103,12 +105,18 @@ async def _start(app: web.Application, addr: str, setting: str) -> web.AppRunner
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise SettingsError(
-            f"{setting} {addr}: cannot listen there ({reason}); "
-            "set it to a free port, or stop what holds this one"
-        ) from None
+        raise SettingsError(f"{setting} {addr}: cannot listen there ({why(exc)})") from None
     return runner
+
+
+def why(exc: OSError) -> str:
+    """The system's reason and the fix: aiohttp's own message repeats the address."""
+    if isinstance(exc, socket.gaierror):  # its errno is negative: not for os.strerror
+        return f"{exc.strerror}; set it to an address of this machine"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{os.strerror(exc.errno)}; set it to a free port, or stop what holds this one"
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"{reason}; set it to an address of this machine"
 
 
 def listening_at(runner: web.AppRunner) -> str:

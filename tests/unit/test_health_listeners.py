@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from orchestrator.cli import healthcheck
-from orchestrator.health import HealthState, listening_at, serve_health, stop_health
+from orchestrator.health import HealthState, listening_at, serve_health, stop_health, why
 from orchestrator.settings import SettingsError
 
 
@@ -41,8 +41,26 @@ async def test_a_health_port_in_use_is_one_line_naming_the_setting(held: socket.
     taken = f"127.0.0.1:{held.getsockname()[1]}"
     with pytest.raises(SettingsError) as caught:
         await serve_health(taken, HealthState())
-    assert str(caught.value).startswith(f"BIGEYE_HEALTH_ADDR {taken}: cannot listen there")
-    assert "Address already in use" in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value) == (
+        f"BIGEYE_HEALTH_ADDR {taken}: cannot listen there (Address already in use; "
+        "set it to a free port, or stop what holds this one)"
+    )
+
+
+async def test_an_address_not_of_this_machine_says_so() -> None:
+    addr = "192.0.2.1:9464"  # TEST-NET-1: never this machine's
+    with pytest.raises(SettingsError) as caught:
+        await serve_health(addr, HealthState())
+    assert str(caught.value) == (
+        f"BIGEYE_HEALTH_ADDR {addr}: cannot listen there (Cannot assign requested address; "
+        "set it to an address of this machine)"
+    )
+
+
+def test_a_name_that_does_not_resolve_is_said_in_words() -> None:
+    # what the resolver raises (resolving a name here would leave loopback): a negative errno
+    unresolved = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert why(unresolved) == "Name or service not known; set it to an address of this machine"
 
 
 async def test_a_metrics_port_in_use_closes_the_health_listener_it_opened(
