@@ -46,8 +46,9 @@ RESUME_MARGIN_NS = 1_000_000_000
 # Docker's json-file writer fills a 10 MB file in 70 ms at best here (about 140 MB/s); a
 # threshold well below that catches every whole-file skip, and a false alarm costs one probe
 # (~1 ms) when the reader is caught up. A skipped end of a file that took less than this to
-# write passes unflagged; a lower threshold would flag hundreds of a fast writer's pauses per
-# 100 MB, and a flag while behind costs a read from the cursor.
+# write passes unflagged, and so would a skip while the reader is caught up (no lag to drop);
+# a lower threshold would flag hundreds of a fast writer's pauses per 100 MB, and a flag while
+# behind costs a read from the cursor.
 JUMP_NS = 20_000_000
 # The most one entry takes in a json-file log: a 16 KiB piece of a line, every byte escaped
 # (\u00XX is six bytes for one), plus the keys, the stream, the time and any attributes.
