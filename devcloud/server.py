@@ -30,6 +30,7 @@ from devcloud.temporal_server import (
     TemporalDevServer,
     find_temporal_binary,
     pick_port,
+    port_taken,
     stop_orphan,
     supports_flag,
 )
@@ -149,7 +150,7 @@ async def _start_temporal(
             ready.result()
         except DevcloudError:
             await temporal.stop()
-            taken = "address already in use" in temporal.output_tail()
+            taken = port_taken(temporal.output_tail())
             if not taken or attempt == TEMPORAL_START_TRIES:
                 raise
             log.warning(

@@ -58,6 +58,11 @@ def supports_flag(binary: Path, flag: str) -> bool:
     return flag in out.stdout or flag in out.stderr
 
 
+def port_taken(output: str) -> bool:
+    """Whether the dev server's output says it exited because a port of its was taken."""
+    return "address already in use" in output
+
+
 def pick_port(preferred: int | None = None, *, exclude: frozenset[int] = frozenset()) -> int:
     """`preferred` when it is free (a restart keeps its addresses), else a free port."""
     if preferred and preferred not in exclude and port_is_free(preferred):

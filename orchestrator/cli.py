@@ -17,7 +17,13 @@ from activities.docker_api import describe
 from orchestrator.connection import connect, connect_error, tls_config
 from orchestrator.health import split_addr
 from orchestrator.logs import configure_logging
-from orchestrator.settings import Settings, SettingsError, load_settings
+from orchestrator.settings import (
+    DEFAULT_HEALTH_ADDR,
+    Settings,
+    SettingsError,
+    listen_address,
+    load_settings,
+)
 from orchestrator.version import VERSION
 
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -97,10 +103,10 @@ async def _reach_docker(settings: Settings) -> list[str]:
 def healthcheck(env: Mapping[str, str] | None = None, show: bool = False) -> int:
     env = os.environ if env is None else env
     try:
-        host, port = split_addr(env.get("BIGEYE_HEALTH_ADDR") or "127.0.0.1:9464")
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
+        host, port = split_addr(listen_address(env, "BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR)
+    except SettingsError:
+        host, port = "", 0
+    if port == 0:
         print("orchestrator not ready: healthcheck needs BIGEYE_HEALTH_ADDR with a fixed port, "
               f"not {env.get('BIGEYE_HEALTH_ADDR')!r}", file=sys.stderr)  # fmt: skip
         return 1

@@ -85,7 +85,9 @@ def _positive_seconds(env: Mapping[str, str], name: str, default: float) -> floa
     return value
 
 
-def _address(env: Mapping[str, str], name: str) -> str | None:
+def listen_address(env: Mapping[str, str], name: str) -> str | None:
+    """`name`'s HOST:PORT (port 0: any free port), None when unset; the daemon's and
+    `healthcheck`'s one reading of it."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return None
@@ -154,8 +156,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> tuple[Settings, HostC
         namespace=namespace,
         tls=tls,
         docker_host=env.get("DOCKER_HOST") or None,
-        health_addr=_address(env, "BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR,
-        metrics_addr=_address(env, "BIGEYE_METRICS_ADDR"),
+        health_addr=listen_address(env, "BIGEYE_HEALTH_ADDR") or DEFAULT_HEALTH_ADDR,
+        metrics_addr=listen_address(env, "BIGEYE_METRICS_ADDR"),
         log_format=log_format,
         max_concurrent_jobs=max_jobs,
         heartbeat_seconds=heartbeat,

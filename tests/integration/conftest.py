@@ -22,6 +22,7 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
+from devcloud.temporal_server import port_taken
 from orchestrator.ports import free_port
 from tests.waiting import wait_for
 
@@ -70,8 +71,8 @@ class TemporalServer:
                 return
             with self.log_path.open("rb") as log:
                 log.seek(self._log_from)
-                taken = b"address already in use" in log.read()
-            assert taken, f"temporal dev server exited; see {self.log_path}"
+                output = log.read().decode(errors="replace")
+            assert port_taken(output), f"temporal dev server exited; see {self.log_path}"
             if attempt < tries:
                 self.port = free_port(exclude=frozenset({self.port}))
                 self.ui_port = free_port(exclude=frozenset({self.port, self.ui_port}))
